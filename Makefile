@@ -1,0 +1,35 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= $(CURDIR)/data
+SHARED ?= $(CURDIR)/../shared
+export REPSEARCH_DATA ?= $(DATA)
+
+.PHONY: setup data demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Real data for tests and benchmarks, offline: Debian's Fashion-MNIST, then MNIST and
+# cifar10-jpeg from ../shared/datasets when it exists. Never fails the build: tests skip instead.
+data: setup
+	@[ -d /usr/share/datasets/fashion-mnist ] || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1; } || echo "note: dataset-fashion-mnist not installed; its tests will skip"
+	@if [ -f $(SHARED)/datasets/materialize.py ]; then $(PY) $(SHARED)/datasets/materialize.py $(DATA); else echo "note: $(SHARED)/datasets absent; MNIST/cifar10-jpeg tests will skip"; fi
+
+demo: setup
+	$(VENV)/bin/repsearch baseline --preset quickstart --out runs/quickstart-baseline
+
+test: setup data
+	$(PY) -m pytest -q -ra
+
+bench: setup data
+	$(PY) benchmarks/baseline.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,62 @@
+"""The SGD baseline: the same network trained end to end by cross-entropy (paper's comparison).
+
+The paper reports the best of 1x, 2x and 3x depth (groups per block 1, 2, 3); `baseline.depths`
+lists the depths to train, and the one with the best validation accuracy is tested.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .data import DeviceLoader, Prepared
+from .models import build_net, forward_flops
+from .runs import RunDir, atomic_torch_save
+from .training import (autocast_for, evaluate, fit, make_optimizer, prepare_model_for_device,
+                       standard_groups)
+
+
+def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, epoch_hook=None,
+                   progress: bool = True) -> tuple[torch.nn.Module, dict]:
+    tc, dev = cfg.baseline, prep.device
+    torch.manual_seed(cfg.seed)
+    train_x, train_y = prep.images("train")
+    val = prep.images("val")
+    model = build_net(cfg.model, prep.dataset.shape, prep.dataset.num_classes, depth, init=tc.init)
+    model.whiten.fit(train_x[:cfg.model.whiten_patches].cpu(), cfg.model.whiten_eps)
+    model = prepare_model_for_device(model, dev)
+    loader = DeviceLoader(train_x, train_y, tc.batch_size, augment=tc.augment, fixed_batches=tc.fixed_batches,
+                          seed=cfg.seed)
+    opt = make_optimizer(standard_groups(model, tc), tc, tc.batch_size)
+
+    def loss_fn(m, idx, x, y):
+        logits = m(x).float()
+        loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=tc.label_smoothing)
+        return loss, {"loss": loss.item() / len(y), "accuracy": (logits.argmax(1) == y).float().mean().item()}
+
+    ck = (run.path / f"checkpoint-depth{depth}.pt") if run else None
+    stats = fit(model, loader, opt, tc, loss_fn=loss_fn, val=val, run=run, tag=f"sgd-depth{depth}",
+                epoch_hook=epoch_hook, autocast=autocast_for(dev), checkpoint=ck, progress=progress)
+    if run:
+        atomic_torch_save(model.state_dict(), run.path / f"model-depth{depth}.pt")
+    flops = forward_flops(model, prep.dataset.shape, dev)
+    return model, {"depth": depth, "val_accuracy": stats["best_val_accuracy"], "best_epoch": stats["best_epoch"],
+                   "images_per_s": stats["images_per_s"], "forward_flops_per_image": flops,
+                   "train_flops": 3 * flops * tc.epochs * len(train_y)}
+
+
+def run_baseline(prep: Prepared, cfg, run: RunDir | None = None, progress: bool = True) -> dict:
+    """Train each configured depth, pick the best by validation, test it once."""
+    results, best_model, best = [], None, None
+    for depth in cfg.baseline.depths:
+        model, res = train_baseline(prep, cfg, depth, run, progress=progress)
+        results.append(res)
+        if best is None or res["val_accuracy"] > best["val_accuracy"]:
+            best_model, best = model, res
+    test = evaluate(best_model, *prep.images("test"), autocast=autocast_for(prep.device))
+    summary = {"dataset": prep.dataset.name, "test_accuracy": test["accuracy"], "val_accuracy": best["val_accuracy"],
+               "best_depth": best["depth"], "depths": results, "train_images": len(prep.split.train),
+               "val_images": len(prep.split.val), "test_images": len(prep.dataset.test_y),
+               "train_flops": sum(r["train_flops"] for r in results)}
+    if run:
+        run.log({"tag": "sgd-test", **{k: v for k, v in summary.items() if k != "depths"}})
+    return summary

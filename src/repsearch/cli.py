@@ -1,0 +1,127 @@
+"""`repsearch` command line: one contract for every subcommand.
+
+    repsearch SUBCOMMAND [--preset NAME] [--set key=value ...] [--data-root DIR] [--out RUN_DIR]
+                         [--device DEV] [--seed N]
+
+Every subcommand resolves its config (defaults <- preset <- --set <- flags) before touching the
+disk, writes a run directory, and ends by writing RUN_DIR/summary.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line, exit code 2
+        raise UserError(f"{message} (see 'repsearch {self.prog.split()[-1]} --help')")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help=f"preset name: {', '.join(config_mod.list_presets())}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (dotted key, repeatable), e.g. --set baseline.epochs=5")
+    p.add_argument("--data-root", help="data root (default $REPSEARCH_DATA or ./data)")
+    p.add_argument("--out", help="run directory (default runs/<time>-<command>-<preset>)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _resolve(args) -> config_mod.Config:
+    return config_mod.resolve(args.preset, args.overrides, seed=args.seed, device=args.device,
+                              **{"data.root": args.data_root})
+
+
+def _check_device(device: str) -> None:
+    import torch
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' requested but CUDA is not available here; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise UserError(f"unknown device '{device}'; use cpu or cuda[:N]")
+
+
+def _run_dir(args, command: str, cfg):
+    from .runs import RunDir, default_run_path
+    path = Path(args.out) if args.out else default_run_path(command, args.preset)
+    return RunDir(path, {"command": command, "preset": args.preset, **cfg.to_dict()}, cfg.device)
+
+
+def _print_summary(summary: dict, run) -> None:
+    shown = {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
+    print(json.dumps(shown, indent=2))
+    print(f"run directory: {run.path}")
+
+
+def cmd_baseline(args) -> int:
+    from .baseline import run_baseline
+    from .data import prepare
+    cfg = _resolve(args)
+    _check_device(cfg.device)
+    prep = prepare(cfg)
+    run = _run_dir(args, "baseline", cfg)
+    summary = run_baseline(prep, cfg, run, progress=not args.no_progress)
+    _print_summary(run.summary(summary), run)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for name in config_mod.list_presets():
+        text = (config_mod.PRESET_DIR / f"{name}.toml").read_text().splitlines()
+        desc = text[0].lstrip("# ") if text and text[0].startswith("#") else ""
+        print(f"{name:16s} {desc}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    cfg = _resolve(args)
+    print(json.dumps(cfg.to_dict(), indent=2))
+    return 0
+
+
+COMMANDS = {
+    "baseline": (cmd_baseline, "train the SGD baseline (best of baseline.depths by validation, then test)"),
+    "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
+    "presets": (cmd_presets, "list the presets"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="repsearch", description="Decoupling search and learning: evolutionary search in "
+                     "representation space, then regression to the searched representations.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for name, (fn, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name != "presets":
+            _common(p)
+        _extra_args.get(name, lambda p: None)(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+_extra_args: dict = {}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except UserError as e:
+        print(f"repsearch: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("repsearch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

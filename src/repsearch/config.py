@@ -1,0 +1,288 @@
+"""Every hyperparameter in one visible place: dataclasses, TOML presets, dotted overrides.
+
+A run's configuration is `Config()` defaults, then a preset file from `presets/`, then
+`--set key=value` overrides (dotted keys, list items by index: `search.generations.0=50`).
+The resolved config is written into every run directory so the run can be repeated exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-jpeg")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str = ""  # "" -> $REPSEARCH_DATA, else ./data
+    download: bool = False  # torchvision download (online users only)
+    val_fraction: float = 0.08  # paper: 4,000 of 50,000 training images held out
+    subset: int = 0  # 0 = every training image; N = a seeded subset of N (holdout included)
+    digits_size: int = 16  # sklearn's 8x8 digits are upsampled to this side
+
+
+@dataclass
+class ModelConfig:
+    widths: list[int] = field(default_factory=lambda: [64, 64, 64])  # paper: 256/256/256
+    whiten_patches: int = 5000  # training images whose 2x2 patches set the whitening filters
+    whiten_eps: float = 5e-4
+    bn_eps: float = 1e-12  # airbench
+    bn_momentum: float = 0.6  # airbench's convention (PyTorch momentum = 1 - 0.6)
+    bn_running_stats: bool = True  # False = the paper's "no running statistics" (batch stats at eval)
+    head_scale: float = 1.0  # paper: 1.0 (airbench: 1/9)
+
+
+@dataclass
+class TrainConfig:
+    """SGD with Nesterov in airbench's conventions: the loss is summed over the batch and
+    `lr` is per 1,024 examples, so PyTorch's lr = lr / (1024 * (1 + 1/(1 - momentum)))."""
+    epochs: int = 20
+    batch_size: int = 500
+    lr: float = 4.0
+    momentum: float = 0.85
+    weight_decay: float = 0.0153  # airbench's, per 1,024 examples, decoupled from lr
+    bias_scaler: float = 64.0  # BatchNorm biases get lr * bias_scaler (airbench)
+    warmup: float = 0.2  # fraction of steps with linear warm-up from 0.2x; then linear decay
+    final_lr: float = 0.07  # lr at the end, as a fraction of the peak
+    label_smoothing: float = 0.0  # paper disables it for fairness
+    augment: bool = False  # random flip + random crop from 2-pixel padding
+    fixed_batches: bool = True  # paper: batch composition fixed across epochs
+    init: str = "dirac"  # "dirac" (airbench's partial Dirac) or "default" (PyTorch's)
+    whiten_bias_epochs: int = 3
+    eval_every: int = 1
+
+
+@dataclass
+class BaselineConfig(TrainConfig):
+    depths: list[int] = field(default_factory=lambda: [1])  # groups per block to try; paper 1,2,3
+
+
+@dataclass
+class SearchConfig:
+    pop_size: int = 240
+    top_k: int = 20
+    n_explore: int = 100
+    n_refine: int = 120
+    # Per search point: block 0, block 1, block 2, logits (paper A.2, CIFAR).
+    generations: list[int] = field(default_factory=lambda: [300, 100, 100, 10])
+    alpha: list[float] = field(default_factory=lambda: [0.3, 0.2, 0.1, 0.1])
+    boost: list[float] = field(default_factory=lambda: [5.0, 3.0, 3.0, 1.0])
+    blur: list[int] = field(default_factory=lambda: [5, 1, 1, 0])
+    init_noise: float = 0.1  # initial population: input + noise of this x each channel's std
+    smooth: str = "noise"  # "noise": blur the noise only; "child": blur the whole mutated tensor
+    target_space: str = "normalized"  # "normalized": every search point is per-sample normalized
+    bn: str = "calibrated"  # "calibrated": BN stats from clean images, frozen; "batch": paper's
+    calib_images: int = 2000
+    target_ce: float = 0.0  # > 0: adaptive; an image stops once its best CE is below this
+    patience: int = 0  # adaptive: extra generations granted per layer to images still above target
+    chunk_images: int = 0  # images searched at once; 0 = sized from memory_gb
+    memory_gb: float = 3.0
+    dtype: str = "float16"  # cache storage dtype
+    fast: bool = True  # skip identity convs, fused mutation (see docs/performance.md)
+
+
+@dataclass
+class LearnConfig(TrainConfig):
+    groups_per_block: int = 2  # paper: 3 for CIFAR (6 convs per block), 2 for MNIST
+    supervise: list[int] = field(default_factory=lambda: [0, 1, 2])  # blocks regressed to targets
+    kl_weight: float = 0.03  # paper's lambda
+    head_lr_scale: float = 33.3  # head's lr multiplier: 1/lambda makes the head step lambda-free
+    loss: str = "mse"  # "mse": per-element MSE to targets; "centered": class-mean-weighted (see docs)
+    init: str = "default"
+
+
+@dataclass
+class RunConfig:
+    seeds: int = 1
+    augment_variants: list[bool] = field(default_factory=lambda: [False])
+    supervision_variants: list[str] = field(default_factory=lambda: ["all"])  # "all", "skip0"
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    device: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    learn: LearnConfig = field(default_factory=LearnConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "data.name": DATASETS,
+    "search.smooth": ("noise", "child"),
+    "search.target_space": ("normalized", "raw"),
+    "search.bn": ("calibrated", "batch"),
+    "search.dtype": ("float16", "float32"),
+    "baseline.init": ("dirac", "default"),
+    "learn.init": ("dirac", "default"),
+    "learn.loss": ("mse", "centered"),
+}
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_preset(name: str) -> dict:
+    path = PRESET_DIR / f"{name}.toml"
+    if not path.exists():
+        raise UserError(f"unknown preset '{name}'; choose one of: {', '.join(list_presets())}")
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def _coerce(value, default, key: str):
+    """Bring a parsed value to the type of the field's default, or say what was expected."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        raise UserError(f"{key}: expected true/false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise UserError(f"{key}: expected an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"{key}: expected a number, got {value!r}")
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise UserError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise UserError(f"{key}: expected a list like [1, 2], got {value!r}")
+        if default:
+            return [_coerce(v, default[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        return value
+    return value
+
+
+def _apply(obj, key_path: list[str], value, full_key: str):
+    name = key_path[0]
+    if isinstance(obj, list):
+        if not name.isdigit() or int(name) >= len(obj):
+            raise UserError(f"{full_key}: index {name} out of range (list has {len(obj)} items)")
+        i = int(name)
+        obj[i] = _coerce(value, obj[i], full_key)
+        return
+    names = [f.name for f in dataclasses.fields(obj)]
+    if name not in names:
+        hint = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean '{hint[0]}'?)" if hint else f"; known: {', '.join(names)}"
+        raise UserError(f"unknown config key '{full_key}'{hint}")
+    current = getattr(obj, name)
+    if len(key_path) == 1:
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"{full_key} is a section; set its fields, e.g. {full_key}.<field>=...")
+            for k, v in value.items():
+                _apply(current, [k], v, f"{full_key}.{k}")
+            return
+        setattr(obj, name, _coerce(value, current, full_key))
+    else:
+        if not (dataclasses.is_dataclass(current) or isinstance(current, list)):
+            raise UserError(f"unknown config key '{full_key}': '{name}' has no fields")
+        _apply(current, key_path[1:], value, full_key)
+
+
+def apply_dict(cfg: Config, d: dict, prefix: str = "") -> None:
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        _apply(cfg, key.split("."), v, key)
+
+
+def parse_value(text: str):
+    """`--set` values: JSON/TOML-like literals (numbers, true/false, [lists]) else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        low = text.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        return text
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    if "=" not in item:
+        raise UserError(f"bad override '{item}': expected key=value, e.g. --set data.name=mnist")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"bad override '{item}': empty key")
+    return key, parse_value(text.strip())
+
+
+def validate(cfg: Config) -> None:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise UserError(f"{key} must be one of {', '.join(allowed)}; got '{value}'")
+    s = cfg.search
+    for name in ("generations", "alpha", "boost", "blur"):
+        if len(getattr(s, name)) != 4:
+            raise UserError(f"search.{name} needs 4 values (blocks 0-2 and logits); got {getattr(s, name)}")
+    if not 0 < s.top_k <= s.pop_size:
+        raise UserError(f"search.top_k must be in 1..pop_size ({s.pop_size}); got {s.top_k}")
+    if s.n_explore < 0 or s.n_refine < 1:
+        raise UserError("search.n_explore must be >= 0 and search.n_refine >= 1")
+    if len(cfg.model.widths) != 3 or min(cfg.model.widths) < 1:
+        raise UserError(f"model.widths needs 3 positive widths; got {cfg.model.widths}")
+    if not 0 < cfg.data.val_fraction < 1:
+        raise UserError(f"data.val_fraction must be in (0, 1); got {cfg.data.val_fraction}")
+    for t, name in ((cfg.baseline, "baseline"), (cfg.learn, "learn")):
+        if t.epochs < 1 or t.batch_size < 1:
+            raise UserError(f"{name}.epochs and {name}.batch_size must be >= 1")
+    if not cfg.baseline.depths or min(cfg.baseline.depths) < 1:
+        raise UserError(f"baseline.depths needs positive groups-per-block values; got {cfg.baseline.depths}")
+    if not set(cfg.learn.supervise) <= {0, 1, 2}:
+        raise UserError(f"learn.supervise lists blocks among 0, 1, 2; got {cfg.learn.supervise}")
+    if cfg.learn.groups_per_block < 1:
+        raise UserError("learn.groups_per_block must be >= 1")
+    bad = set(cfg.run.supervision_variants) - {"all", "skip0"}
+    if bad:
+        raise UserError(f"run.supervision_variants takes 'all' and 'skip0'; got {sorted(bad)}")
+    if cfg.run.seeds < 1:
+        raise UserError("run.seeds must be >= 1")
+
+
+def resolve(preset: str | None = None, overrides: list[str] = (), **direct) -> Config:
+    """Defaults <- preset file <- `--set` overrides <- direct CLI flags (seed, device, data root)."""
+    cfg = Config()
+    if preset:
+        apply_dict(cfg, load_preset(preset))
+    for item in overrides:
+        key, value = parse_override(item)
+        _apply(cfg, key.split("."), value, key)
+    for key, value in direct.items():
+        if value is not None:
+            _apply(cfg, key.split("."), value, key)
+    validate(cfg)
+    return cfg
+
+
+def from_dict(d: dict) -> Config:
+    cfg = Config()
+    apply_dict(cfg, d)
+    validate(cfg)
+    return cfg

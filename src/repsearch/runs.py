@@ -1,0 +1,95 @@
+"""Run directories: resolved config, environment, JSON-lines metrics, checkpoints, summary.
+
+Files appear atomically (write to a temporary name, then rename) so an interrupted run never
+leaves a half-written config, checkpoint or summary behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _jsonable(x):
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item"):
+        return x.item()
+    raise TypeError(f"not JSON serializable: {type(x)}")
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def environment(device: str) -> dict:
+    import numpy
+    import torchvision
+    env = {
+        "python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
+        "commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["cuda_device"] = torch.cuda.get_device_name()
+    return env
+
+
+class RunDir:
+    """One run's directory. `log` appends one JSON object per line to metrics.jsonl."""
+
+    def __init__(self, path: Path, config: dict, device: str):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / "config.json", config)
+        atomic_write_json(self.path / "environment.json", environment(device))
+        self.start = time.time()
+
+    def log(self, record: dict, name: str = "metrics.jsonl") -> None:
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+
+    def summary(self, figures: dict) -> dict:
+        figures = {"wall_time_s": round(time.time() - self.start, 2), **figures}
+        atomic_write_json(self.path / "summary.json", figures)
+        return figures
+
+    def sub(self, name: str, config: dict, device: str) -> "RunDir":
+        return RunDir(self.path / name, config, device)
+
+
+def default_run_path(command: str, preset: str | None) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{command}-{preset or 'default'}"

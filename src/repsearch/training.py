@@ -1,0 +1,179 @@
+"""What every gradient-trained model here shares: airbench's SGD convention, the lr schedule,
+evaluation, and the epoch loop with best-by-validation checkpointing."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .models import BatchNorm, Whitening
+
+
+def torch_lr(lr: float, momentum: float) -> float:
+    """airbench's convention: `lr` per 1,024 examples on a batch-summed loss, corrected for the
+    momentum's effective step 1/(1 - momentum). PyTorch's lr = lr / (1024 * (1 + 1/(1-m)))."""
+    return lr / (1024 * (1 + 1 / (1 - momentum)))
+
+
+def make_optimizer(params_groups: list[dict], tc, batch_size: int) -> torch.optim.SGD:
+    """SGD Nesterov; each group may carry `lr_scale` (BN biases: bias_scaler; the head: its own)."""
+    base = torch_lr(tc.lr, tc.momentum)
+    wd = tc.weight_decay * batch_size / (1024 * (1 + 1 / (1 - tc.momentum)))
+    groups = []
+    for g in params_groups:
+        scale = g.pop("lr_scale", 1.0)
+        groups.append({**g, "lr": base * scale, "initial_lr": base * scale, "weight_decay": wd / scale})
+    return torch.optim.SGD(groups, lr=base, momentum=tc.momentum, nesterov=True)
+
+
+def standard_groups(model: nn.Module, tc, exclude: set[int] = frozenset()) -> list[dict]:
+    """BatchNorm biases (and the whitening bias) get lr x bias_scaler, as airbench."""
+    biases, others = [], []
+    for m in model.modules():
+        for name, p in m.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in exclude:
+                continue
+            (biases if isinstance(m, (BatchNorm, Whitening)) and name == "bias" else others).append(p)
+    return [g for g in ({"params": others}, {"params": biases, "lr_scale": tc.bias_scaler}) if g["params"]]
+
+
+def lr_factor(step: int, total: int, warmup: float, final: float) -> float:
+    """Linear warm-up from 0.2x to 1x over `warmup` of the steps, then linear decay to `final`."""
+    w = max(1, int(total * warmup))
+    if step < w:
+        return 0.2 + 0.8 * step / w
+    return 1.0 + (final - 1.0) * (step - w) / max(1, total - w)
+
+
+def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = g["initial_lr"] * factor
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000, autocast=None) -> dict:
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(y), batch_size):
+        with autocast() if autocast else _null():
+            logits = model(x[i:i + batch_size]).float()
+        correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
+        loss += nn.functional.cross_entropy(logits, y[i:i + batch_size], reduction="sum").item()
+    model.train()
+    return {"accuracy": correct / max(1, len(y)), "loss": loss / max(1, len(y))}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def autocast_for(device: str):
+    """bf16 autocast on CUDA; None (full fp32) on CPU."""
+    if device.startswith("cuda"):
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return None
+
+
+def prepare_model_for_device(model: nn.Module, device: str) -> nn.Module:
+    model = model.to(device)
+    if device.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def freeze_whitening_bias(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, Whitening):
+            m.bias.requires_grad = False
+            m.bias.grad = None
+
+
+def matmul_peak_flops(device: str = "cpu", n: int = 1024, repeats: int = 5) -> float:
+    """Achieved FLOP/s of a square fp32 matmul on this device, measured now (the reference for
+    'fraction of peak' figures, so that ratios are taken in one process on one noisy machine)."""
+    import time
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, val: tuple, run=None, tag: str = "train",
+        epoch_hook=None, autocast=None, checkpoint=None, progress: bool = True) -> dict:
+    """One readable training loop for every gradient-trained model in the project.
+
+    loss_fn(model, idx, x, y) -> (loss summed over the batch, dict of floats to log). After each
+    epoch the model is scored on `val` = (x, y) and the best state by validation accuracy is kept.
+    `checkpoint` (a path) saves everything needed to resume after each epoch, and resumes from it.
+    epoch_hook(model, epoch) -> dict adds diagnostics to the epoch's metrics record.
+    """
+    import copy
+    import time
+    from tqdm import tqdm
+    from .runs import atomic_torch_save
+
+    total_steps = tc.epochs * len(loader)
+    state = {"epoch": 0, "best_acc": -1.0, "best_state": None, "best_epoch": -1}
+    if checkpoint is not None and checkpoint.exists():
+        ck = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        loader.generator.set_state(ck["gen"])
+        loader.aug_generator.set_state(ck["aug_gen"])
+        state = ck["state"]
+        if state["epoch"] >= tc.whiten_bias_epochs:
+            freeze_whitening_bias(model)
+    t0, images_seen = time.time(), 0
+    bar = tqdm(range(state["epoch"], tc.epochs), desc=tag, disable=not progress, leave=False, dynamic_ncols=True)
+    model.train()
+    for epoch in bar:
+        if epoch == tc.whiten_bias_epochs:
+            freeze_whitening_bias(model)
+        sums: dict[str, float] = {}
+        for i, (idx, x, y) in enumerate(loader):
+            set_lr(opt, lr_factor(epoch * len(loader) + i, total_steps, tc.warmup, tc.final_lr))
+            with autocast() if autocast else _null():
+                loss, parts = loss_fn(model, idx, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            images_seen += len(y)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(y)
+        n = len(loader.labels) if not loader.drop_last else len(loader) * loader.batch_size
+        record = {"tag": tag, "epoch": epoch + 1, **{f"train_{k}": v / n for k, v in sums.items()}}
+        if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
+            ev = evaluate(model, *val, autocast=autocast)
+            record.update(val_accuracy=ev["accuracy"], val_loss=ev["loss"])
+            if ev["accuracy"] > state["best_acc"]:
+                state.update(best_acc=ev["accuracy"], best_epoch=epoch + 1,
+                             best_state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+        if epoch_hook is not None:
+            record.update(epoch_hook(model, epoch + 1))
+        record["images_per_s"] = images_seen / max(1e-9, time.time() - t0)
+        if run is not None:
+            run.log(record)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("train_loss", "val_accuracy")})
+        state["epoch"] = epoch + 1
+        if checkpoint is not None:
+            atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
+                               "gen": loader.generator.get_state(), "aug_gen": loader.aug_generator.get_state()}, checkpoint)
+    bar.close()
+    model.load_state_dict(state["best_state"])
+    model.eval()
+    return {"best_val_accuracy": state["best_acc"], "best_epoch": state["best_epoch"],
+            "images_per_s": images_seen / max(1e-9, time.time() - t0)}

@@ -1,0 +1,53 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "repsearch", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["baseline", "--preset", "nope"], "unknown preset"),
+    (["baseline", "--preset", "quickstart", "--set", "baseline.epochz=3"], "did you mean 'epochs'"),
+    (["baseline", "--preset", "quickstart", "--set", "data.name=mnist", "--data-root", "/nonexistent"],
+     "dataset 'mnist' not found in /nonexistent"),
+    (["baseline", "--preset", "quickstart", "--device", "cuda:0"], None),
+    (["baseline", "--bogus"], "unrecognized arguments"),
+])
+def test_user_errors_one_line_exit_2_nothing_written(tmp_path, args, message):
+    import torch
+    if message is None:
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is available here")
+        message = "CUDA is not available"
+    out = tmp_path / "run"
+    r = run_cli(*args, "--out", str(out)) if "--bogus" not in args else run_cli(*args)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_config_command_prints_resolved_config():
+    r = run_cli("config", "--preset", "quickstart", "--set", "seed=7")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["seed"] == 7
+
+
+def test_baseline_cli_writes_run_directory(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("baseline", "--preset", "quickstart", "--set", "baseline.epochs=2", "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"test_accuracy", "val_accuracy", "wall_time_s", "train_flops"} <= summary.keys()
+    config = json.loads((out / "config.json").read_text())
+    assert config["baseline"]["epochs"] == 2 and config["command"] == "baseline"
+    env = json.loads((out / "environment.json").read_text())
+    assert {"torch", "device", "commit"} <= env.keys()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) >= 2 and all(json.loads(x) for x in lines)
+    assert (out / "model-depth1.pt").exists()
