@@ -70,6 +70,26 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from .data import prepare
+    from .plots import plot_search_curves
+    from .search import run_search
+    cfg = _resolve(args)
+    _check_device(cfg.device)
+    if args.limit < 0:
+        raise UserError("--limit must be >= 0")
+    prep = prepare(cfg)
+    run = _run_dir(args, "search", cfg)
+    cache_path = Path(args.cache) if args.cache else run.path / "cache"
+    cache, summary = run_search(prep, cfg, cache_path, limit=args.limit, progress=not args.no_progress, log=run.log)
+    plot_search_curves(cache.curves(), run.path / "search_curves.png")
+    for layer in summary["layers"]:
+        print(f"layer {layer['layer']}: mean best CE {layer['ce_start']:.4f} -> {layer['ce_end']:.4f}, "
+              f"{layer['evaluations_per_s']:.0f} evaluations/s")
+    _print_summary(run.summary({"cache": str(cache_path), **summary}), run)
+    return 0
+
+
 def cmd_presets(args) -> int:
     for name in config_mod.list_presets():
         text = (config_mod.PRESET_DIR / f"{name}.toml").read_text().splitlines()
@@ -86,6 +106,7 @@ def cmd_config(args) -> int:
 
 COMMANDS = {
     "baseline": (cmd_baseline, "train the SGD baseline (best of baseline.depths by validation, then test)"),
+    "search": (cmd_search, "evolutionary search in representation space into a resumable target cache"),
     "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
     "presets": (cmd_presets, "list the presets"),
 }
@@ -104,7 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_extra_args: dict = {}
+def _search_args(p):
+    p.add_argument("--limit", type=int, default=0, help="search only the first N images of the pool")
+    p.add_argument("--cache", help="target cache directory (default RUN_DIR/cache); an existing matching "
+                   "cache is resumed")
+
+
+_extra_args: dict = {"search": _search_args}
 
 
 def main(argv=None) -> int:

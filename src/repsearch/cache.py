@@ -1,0 +1,158 @@
+"""The on-disk target cache: searched representations for every image, resumable by chunk.
+
+    CACHE/manifest.json    format version, resolved config, fingerprints, shapes, dtype, counts
+    CACHE/network.pt       the search network's weights (so learning and analysis see the same one)
+    CACHE/indices.npy      dataset index of each row; labels.npy: its label
+    CACHE/block{0,1,2}.npy searched block outputs (float16 by default), memory-mapped
+    CACHE/logits.npy       searched logits (float32); ce.npy: final best CE; evals.npy: evaluations
+    CACHE/chunks/NNNNN.json  written last for each chunk (atomic rename): that chunk is complete,
+                           with its per-layer, per-generation curves and timings
+
+A chunk is complete exactly when its record exists, so a killed search resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .runs import atomic_torch_save, atomic_write_json
+
+FORMAT_VERSION = 1
+ARRAY_NAMES = ("block0", "block1", "block2", "logits")
+
+
+def search_fingerprint(cfg, dataset_fingerprint: str) -> str:
+    """Everything that changes what the search writes (not chunking, memory or speed settings)."""
+    s = dict(vars(cfg.search))
+    for k in ("chunk_images", "memory_gb", "fast", "dtype"):
+        s.pop(k)
+    key = {"search": s, "model": vars(cfg.model), "data": {k: v for k, v in vars(cfg.data).items() if k not in ("root", "download")},
+           "seed": cfg.seed, "dataset": dataset_fingerprint}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class TargetCache:
+    def __init__(self, path: Path, manifest: dict):
+        self.path, self.manifest = Path(path), manifest
+        self._arrays = None
+
+    # --- creation and opening -------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, *, config: dict, fingerprint: str, dataset: str, indices: np.ndarray,
+               labels: np.ndarray, shapes: list, dtype: str, chunk_images: int, network_state: dict) -> "TargetCache":
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(f"{path} exists and is not a target cache; choose another --cache/--out directory")
+        (path / "chunks").mkdir(parents=True, exist_ok=True)
+        np.save(path / "indices.npy", indices.astype(np.int64))
+        np.save(path / "labels.npy", labels.astype(np.int64))
+        n = len(indices)
+        for name, shape in zip(ARRAY_NAMES, shapes):
+            dt = np.float32 if name == "logits" else np.dtype(dtype)
+            np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=dt, shape=(n, *shape)).flush()
+        np.lib.format.open_memmap(path / "ce.npy", mode="w+", dtype=np.float32, shape=(n,)).flush()
+        np.lib.format.open_memmap(path / "evals.npy", mode="w+", dtype=np.int64, shape=(n,)).flush()
+        atomic_torch_save(network_state, path / "network.pt")
+        manifest = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "dataset": dataset, "count": n,
+                    "shapes": [list(s) for s in shapes], "dtype": dtype, "chunk_images": chunk_images,
+                    "num_chunks": -(-n // chunk_images), "config": config, "complete": False}
+        atomic_write_json(path / "manifest.json", manifest)  # last: its presence makes this a cache
+        return cls(path, manifest)
+
+    @classmethod
+    def open(cls, path: Path, fingerprint: str | None = None) -> "TargetCache":
+        path = Path(path)
+        mf = path / "manifest.json"
+        if not mf.exists():
+            raise UserError(f"no target cache at {path} (manifest.json missing); run 'repsearch search' first")
+        manifest = json.loads(mf.read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"target cache {path} has format {manifest.get('format_version')}, this version reads "
+                            f"{FORMAT_VERSION}; re-run the search")
+        if fingerprint is not None and manifest["fingerprint"] != fingerprint:
+            raise UserError(f"target cache {path} was made for another dataset/network/search config "
+                            f"(fingerprint {manifest['fingerprint']} != {fingerprint}); use a new cache directory "
+                            "or the config it was made with (see its manifest.json)")
+        return cls(path, manifest)
+
+    # --- writing ----------------------------------------------------------------------------
+    def chunk_rows(self, c: int) -> tuple[int, int]:
+        k = self.manifest["chunk_images"]
+        return c * k, min((c + 1) * k, self.manifest["count"])
+
+    def done_chunks(self) -> set[int]:
+        return {int(p.stem) for p in (self.path / "chunks").glob("*.json")}
+
+    def write_chunk(self, c: int, reps: list[torch.Tensor], ce: torch.Tensor, evals: torch.Tensor, record: dict) -> None:
+        a, b = self.chunk_rows(c)
+        for name, t in zip(ARRAY_NAMES, reps):
+            arr = np.load(self.path / f"{name}.npy", mmap_mode="r+")
+            arr[a:b] = t.detach().cpu().numpy().astype(arr.dtype)
+            arr.flush()
+            del arr
+        for name, t in (("ce", ce), ("evals", evals)):
+            arr = np.load(self.path / f"{name}.npy", mmap_mode="r+")
+            arr[a:b] = t.detach().cpu().numpy()
+            arr.flush()
+            del arr
+        atomic_write_json(self.path / "chunks" / f"{c:05d}.json", {"chunk": c, "rows": [a, b], **record})
+
+    def finalize(self, extra: dict) -> None:
+        self.manifest.update(extra, complete=True)
+        atomic_write_json(self.path / "manifest.json", self.manifest)
+
+    # --- reading ----------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        return len(self.done_chunks()) == self.manifest["num_chunks"]
+
+    def require_complete(self) -> None:
+        if not self.complete:
+            done = len(self.done_chunks())
+            raise UserError(f"target cache {self.path} is incomplete ({done}/{self.manifest['num_chunks']} chunks); "
+                            "resume it with the same 'repsearch search' command")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r")
+                            for name in (*ARRAY_NAMES, "ce", "evals", "indices", "labels")}
+        return self._arrays
+
+    def rows_for(self, dataset_indices) -> np.ndarray:
+        """Cache rows holding the given dataset indices (error if some were not searched)."""
+        idx = np.asarray(dataset_indices)
+        all_idx = self.arrays()["indices"]
+        pos = np.searchsorted(all_idx, idx)
+        pos = np.clip(pos, 0, len(all_idx) - 1)
+        if not np.array_equal(all_idx[pos], idx):
+            missing = idx[all_idx[pos] != idx][:5].tolist()
+            raise UserError(f"target cache {self.path} has no targets for images {missing}...; it covers "
+                            f"{len(all_idx)} images (search with the same data.subset and without --limit)")
+        return pos
+
+    def load(self, rows, device="cpu", dtype=torch.float16) -> dict[str, torch.Tensor]:
+        """Targets for the given rows as tensors (block outputs in `dtype`, logits float32)."""
+        arr = self.arrays()
+        rows = np.asarray(rows)
+        out = {name: torch.from_numpy(np.ascontiguousarray(arr[name][rows])) for name in ARRAY_NAMES}
+        return {k: v.to(device, dtype=torch.float32 if k == "logits" else dtype) for k, v in out.items()}
+
+    def curves(self) -> dict:
+        """Mean best and mean population CE per layer and generation, over all complete chunks."""
+        recs = [json.loads(p.read_text()) for p in sorted((self.path / "chunks").glob("*.json"))]
+        out = {}
+        for layer in range(4):
+            parts = [r["curves"][str(layer)] for r in recs]
+            if not parts:
+                continue
+            n = min(len(p["best_sum"]) for p in parts)
+            count = sum(p["count"] for p in parts)
+            out[layer] = {"best": [sum(p["best_sum"][g] for p in parts) / count for g in range(n)],
+                          "mean": [sum(p["mean_sum"][g] for p in parts) / count for g in range(n)]}
+        return out

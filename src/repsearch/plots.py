@@ -1,0 +1,49 @@
+"""Figures written into run directories (matplotlib, Agg backend: no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LAYER_NAMES = ["block 0", "block 1", "block 2", "logits"]
+
+
+def plot_search_curves(curves: dict, path: Path) -> None:
+    """Mean best and mean population cross-entropy per generation, one panel per search point."""
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), sharey=False)
+    for layer, ax in enumerate(axes):
+        c = curves.get(layer) or curves.get(str(layer))
+        if c:
+            ax.plot(c["best"], label="best")
+            ax.plot(c["mean"], label="population mean", alpha=0.6)
+        ax.set_title(LAYER_NAMES[layer])
+        ax.set_xlabel("generation")
+        ax.set_yscale("log")
+    axes[0].set_ylabel("cross-entropy")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_xy(series: dict, xlabel: str, ylabel: str, path: Path, logx: bool = False, logy: bool = False,
+            title: str = "") -> None:
+    """One line per name: series = {name: (xs, ys)}."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

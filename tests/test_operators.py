@@ -1,0 +1,79 @@
+import torch
+
+from repsearch import operators as ops
+
+
+def test_crossover_is_the_mean_of_the_chosen_parents():
+    pop = torch.randn(3, 4, 2, 5, 5)
+    i1 = torch.tensor([[0, 1], [2, 3], [1, 1]])
+    i2 = torch.tensor([[3, 2], [0, 0], [1, 2]])
+    child = ops.crossover(pop, i1, i2)
+    for b in range(3):
+        for m in range(2):
+            assert torch.allclose(child[b, m], (pop[b, i1[b, m]] + pop[b, i2[b, m]]) / 2)
+
+
+def test_noise_scale_follows_alpha_and_parent_channel_std():
+    torch.manual_seed(0)
+    scales = torch.tensor([0.5, 2.0, 4.0])
+    pop = torch.randn(2, 2, 3, 32, 32) * scales[None, None, :, None, None]
+    std = ops.channel_std(pop)
+    i1 = torch.zeros(2, 64, dtype=torch.long)
+    i2 = torch.ones(2, 64, dtype=torch.long)
+    noise = torch.randn(2, 64, 3, 32, 32)
+    for alpha in (0.1, 0.5):
+        out = ops.perturb_conv(pop, std, i1, i2, noise, alpha, blur=0)
+        delta = out - ops.crossover(pop, i1, i2)
+        measured = delta.transpose(1, 2).flatten(2).std(dim=2)  # (B, C)
+        expected = alpha * 0.5 * (std[:, 0] + std[:, 1])
+        assert torch.allclose(measured, expected, rtol=0.03)
+
+
+def test_smoothing_lowers_high_frequency_energy_and_fast_equals_plain():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 15, 15)
+
+    def hf(t):  # energy of the discrete Laplacian
+        lap = 4 * t[..., 1:-1, 1:-1] - t[..., :-2, 1:-1] - t[..., 2:, 1:-1] - t[..., 1:-1, :-2] - t[..., 1:-1, 2:]
+        return lap.pow(2).mean()
+
+    for passes in (1, 2, 5):
+        s = ops.smooth(x, passes)
+        assert hf(s) < 0.2 * hf(x)
+        assert torch.allclose(s, ops.smooth(x, passes, fast=False), atol=1e-5)
+    assert torch.equal(ops.smooth(x, 0), x)
+    const = torch.full((1, 1, 7, 7), 3.0)  # borders average over valid pixels: constants stay constant
+    assert torch.allclose(ops.smooth(const, 3), const)
+
+
+def test_mutated_conv_children_are_normalized_per_sample():
+    pop = torch.randn(2, 3, 4, 6, 6) * 5 + 2
+    std = ops.channel_std(pop)
+    i = torch.randint(0, 3, (2, 7))
+    child = ops.mutate_conv(pop, std, i, i.flip(1), torch.randn(2, 7, 4, 6, 6), 0.3, 1)
+    flat = child.flatten(2)
+    assert torch.allclose(flat.mean(2), torch.zeros(2, 7), atol=1e-5)
+    assert torch.allclose(flat.var(2, unbiased=False), torch.ones(2, 7), atol=1e-3)
+
+
+def test_logit_children_are_recentered_and_scaled():
+    pop = torch.randn(2, 4, 10) + 5
+    std = ops.logit_std(pop)
+    i = torch.randint(0, 4, (2, 6))
+    child = ops.mutate_logits(pop, std, i, i, torch.randn(2, 6, 10), 0.1)
+    assert torch.allclose(child.mean(2), torch.zeros(2, 6), atol=1e-5)
+    zero_alpha = ops.mutate_logits(pop, std, i, i, torch.randn(2, 6, 10), 0.0)
+    parents = ops.gather(pop, i)
+    assert torch.allclose(zero_alpha, parents - parents.mean(2, keepdim=True), atol=1e-5)
+
+
+def test_one_by_one_maps_still_get_noise():
+    pop = torch.randn(1, 2, 8, 1, 1)
+    assert (ops.channel_std(pop) > 0).all()
+
+
+def test_per_image_rng_does_not_depend_on_company():
+    a = ops.PerImageRNG(0, [5, 9, 11]).randn((4,))
+    b = ops.PerImageRNG(0, [11, 5]).randn((4,))
+    assert torch.equal(a[0], b[1]) and torch.equal(a[2], b[0])
+    assert not torch.equal(a[0], a[1])

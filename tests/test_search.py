@@ -1,0 +1,141 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from repsearch.cache import TargetCache
+from repsearch.config import resolve
+from repsearch.data import prepare
+from repsearch.errors import UserError
+from repsearch.search import (_images_for, build_search_network, configure_search_mode, run_search,
+                              search_images)
+
+from .conftest import need
+
+TINY = ["model.widths=[8,8,8]", "search.pop_size=12", "search.top_k=2", "search.n_explore=5", "search.n_refine=5",
+        "search.generations=[4,3,3,2]", "data.subset=40"]
+
+
+def tiny(*extra):
+    return resolve("quickstart", [*TINY, *extra])
+
+
+def test_per_image_result_does_not_depend_on_batch_company():
+    cfg = tiny()
+    prep = prepare(cfg)
+    net = build_search_network(cfg, prep, "cpu")
+    configure_search_mode(net, cfg.search)
+    rows = prep.split.pool[:6]
+    x, y = _images_for(prep, rows)
+    full = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
+    pick = [4, 1]
+    part = search_images(net, x[pick], y[pick], rows[pick].tolist(), cfg.search, cfg.seed)
+    for layer in range(4):
+        assert torch.allclose(full.reps[layer][pick], part.reps[layer], atol=1e-4)
+    assert torch.allclose(full.ce[pick], part.ce, atol=1e-5)
+
+
+def test_best_fitness_never_worsens_and_every_layer_is_searched(tmp_path):
+    cfg = tiny("search.generations=[6,4,4,3]")
+    cache, summary = run_search(prepare(cfg), cfg, tmp_path / "c", progress=False)
+    curves = cache.curves()
+    for layer in range(4):
+        best = curves[layer]["best"]
+        assert all(b2 <= b1 + 1e-6 for b1, b2 in zip(best, best[1:])), (layer, best)
+        assert len(best) == cfg.search.generations[layer] + 1
+    for a, b in zip(summary["layers"], summary["layers"][1:]):  # layer l+1 starts where l ended
+        assert b["ce_start"] == pytest.approx(a["ce_end"], rel=1e-4, abs=1e-5)
+    assert summary["evaluations_total"] > 0 and summary["flops_total"] > 0
+    ev = cache.arrays()["evals"]
+    assert (ev == 12 + sum(cfg.search.generations) * 10 + 3).all()
+
+
+def _arrays(cache):
+    a = cache.arrays()
+    return {k: np.array(a[k]) for k in ("block0", "block1", "block2", "logits", "ce", "indices")}
+
+
+def test_same_seed_same_cache_and_chunking_does_not_matter(tmp_path):
+    c1, _ = run_search(prepare(tiny("search.chunk_images=7")), tiny("search.chunk_images=7"), tmp_path / "a", progress=False)
+    c2, _ = run_search(prepare(tiny("search.chunk_images=40")), tiny("search.chunk_images=40"), tmp_path / "b", progress=False)
+    a, b = _arrays(c1), _arrays(c2)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=2e-3, err_msg=k)
+
+
+def test_mismatched_cache_is_refused(tmp_path):
+    cfg = tiny()
+    run_search(prepare(cfg), cfg, tmp_path / "c", progress=False)
+    other = tiny("search.alpha.0=0.5")
+    with pytest.raises(UserError, match="was made for another"):
+        run_search(prepare(other), other, tmp_path / "c", progress=False)
+    with pytest.raises(UserError, match="no target cache"):
+        TargetCache.open(tmp_path / "nothing")
+
+
+def test_pop_size_must_add_up(tmp_path):
+    cfg = tiny("search.pop_size=13")
+    with pytest.raises(UserError, match="must equal top_k"):
+        run_search(prepare(cfg), cfg, tmp_path / "c", progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+def test_killed_search_resumes_to_the_same_cache(tmp_path):
+    args = [sys.executable, "-m", "repsearch", "search", "--preset", "quickstart", "--no-progress",
+            *sum((["--set", t] for t in TINY), []), "--set", "search.chunk_images=4", "--set", "data.subset=60",
+            "--set", "search.generations=[8,6,6,3]"]
+    ref = subprocess.run([*args, "--out", str(tmp_path / "ref")], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chunks = out / "cache" / "chunks"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(chunks.glob("*.json")) if chunks.exists() else []) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(chunks.glob("*.json")))
+    assert 3 <= done < 15, done  # killed mid-way
+    resumed = subprocess.run([*args, "--out", str(out)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a = _arrays(TargetCache.open(tmp_path / "ref" / "cache"))
+    b = _arrays(TargetCache.open(out / "cache"))
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-3, err_msg=k)
+    assert json.loads((out / "cache" / "manifest.json").read_text())["complete"]
+
+
+def test_cache_reader_serves_rows_by_dataset_index(tmp_path):
+    cfg = tiny()
+    prep = prepare(cfg)
+    cache, _ = run_search(prep, cfg, tmp_path / "c", progress=False)
+    idx = torch.cat([prep.split.val[:3], prep.split.train[:2]]).sort().values.numpy()
+    rows = cache.rows_for(idx)
+    t = cache.load(rows)
+    assert t["block0"].shape == (5, 8, 7, 7) and t["logits"].shape == (5, 10)
+    assert (cache.arrays()["labels"][rows] == prep.dataset.train_y[idx].numpy()).all()
+    with pytest.raises(UserError, match="no targets for images"):
+        cache.rows_for([10 ** 6])
+
+
+@pytest.mark.slow
+@need("fashion-mnist")
+def test_search_on_real_fashion_mnist_makes_progress_at_every_layer(tmp_path, data_root):
+    cfg = resolve("cpu-fashion", ["model.widths=[32,32,32]", "search.generations=[15,8,8,3]"],
+                  **{"data.root": data_root})
+    prep = prepare(cfg)
+    net = build_search_network(cfg, prep, "cpu")
+    configure_search_mode(net, cfg.search)
+    x, y = _images_for(prep, prep.split.pool[:48])
+    untrained = torch.nn.functional.cross_entropy(net(x), y).item()
+    _, summary = run_search(prep, cfg, tmp_path / "c", limit=48, progress=False)
+    for layer in summary["layers"]:
+        assert layer["ce_end"] < layer["ce_start"], layer
+    assert summary["searched_ce_mean"] < 0.4 * untrained, (summary["searched_ce_mean"], untrained)
+    assert summary["layers"][0]["ce_end"] < 0.5 * summary["layers"][0]["ce_start"]
