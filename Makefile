@@ -23,7 +23,7 @@ data: setup
 	@if [ -f $(SHARED)/datasets/materialize.py ]; then $(PY) $(SHARED)/datasets/materialize.py $(DATA); else echo "note: $(SHARED)/datasets absent; MNIST/cifar10-jpeg tests will skip"; fi
 
 demo: setup
-	$(VENV)/bin/repsearch baseline --preset quickstart --out runs/quickstart-baseline
+	$(VENV)/bin/repsearch run --preset quickstart --out runs/quickstart
 
 test: setup data
 	$(PY) -m pytest -q -ra

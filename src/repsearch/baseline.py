@@ -44,11 +44,12 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
                    "train_flops": 3 * flops * tc.epochs * len(train_y)}
 
 
-def run_baseline(prep: Prepared, cfg, run: RunDir | None = None, progress: bool = True) -> dict:
-    """Train each configured depth, pick the best by validation, test it once."""
+def run_baseline(prep: Prepared, cfg, run: RunDir | None = None, progress: bool = True, epoch_hook=None) -> dict:
+    """Train each configured depth, pick the best by validation, test it once. `epoch_hook`
+    adds diagnostics per epoch (e.g. cosine to searched targets, paper Figure 5)."""
     results, best_model, best = [], None, None
     for depth in cfg.baseline.depths:
-        model, res = train_baseline(prep, cfg, depth, run, progress=progress)
+        model, res = train_baseline(prep, cfg, depth, run, epoch_hook=epoch_hook, progress=progress)
         results.append(res)
         if best is None or res["val_accuracy"] > best["val_accuracy"]:
             best_model, best = model, res

@@ -90,6 +90,40 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .cache import TargetCache, search_fingerprint
+    from .data import prepare
+    from .learn import train_from_cache
+    cfg = _resolve(args)
+    _check_device(cfg.device)
+    if not args.cache:
+        raise UserError("train needs --cache DIR (a target cache written by 'repsearch search')")
+    prep = prepare(cfg)
+    cache = TargetCache.open(args.cache, search_fingerprint(cfg, prep.dataset.fingerprint()))
+    cache.require_complete()
+    run = _run_dir(args, "train", cfg)
+    _, summary = train_from_cache(prep, cfg, cache, run, progress=not args.no_progress)
+    _print_summary(run.summary({"dataset": prep.dataset.name, "cache": str(args.cache), **summary}), run)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .pipeline import markdown, run_pipeline
+    cfg = _resolve(args)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UserError("--seeds must be >= 1")
+        cfg.run.seeds = args.seeds
+    _check_device(cfg.device)
+    from .data import prepare
+    prepare(cfg)  # fail early on missing data, before anything is written
+    run = _run_dir(args, "run", cfg)
+    summary, results = run_pipeline(cfg, run.path, progress=not args.no_progress)
+    print(markdown(results, cfg))
+    _print_summary(run.summary(summary), run)
+    return 0
+
+
 def cmd_presets(args) -> int:
     for name in config_mod.list_presets():
         text = (config_mod.PRESET_DIR / f"{name}.toml").read_text().splitlines()
@@ -107,6 +141,8 @@ def cmd_config(args) -> int:
 COMMANDS = {
     "baseline": (cmd_baseline, "train the SGD baseline (best of baseline.depths by validation, then test)"),
     "search": (cmd_search, "evolutionary search in representation space into a resumable target cache"),
+    "run": (cmd_run, "end to end: SGD baseline + search + learning per seed, then the paper's tables"),
+    "train": (cmd_train, "train a network by regressing to the searched representations of a target cache"),
     "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
     "presets": (cmd_presets, "list the presets"),
 }
@@ -131,7 +167,15 @@ def _search_args(p):
                    "cache is resumed")
 
 
-_extra_args: dict = {"search": _search_args}
+def _train_args(p):
+    p.add_argument("--cache", help="target cache directory written by 'repsearch search' with the same config")
+
+
+def _run_args(p):
+    p.add_argument("--seeds", type=int, help="number of seeds (default run.seeds)")
+
+
+_extra_args: dict = {"search": _search_args, "train": _train_args, "run": _run_args}
 
 
 def main(argv=None) -> int:

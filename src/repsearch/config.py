@@ -96,8 +96,10 @@ class LearnConfig(TrainConfig):
     supervise: list[int] = field(default_factory=lambda: [0, 1, 2])  # blocks regressed to targets
     kl_weight: float = 0.03  # paper's lambda
     head_lr_scale: float = 33.3  # head's lr multiplier: 1/lambda makes the head step lambda-free
-    loss: str = "mse"  # "mse": per-element MSE to targets; "centered": class-mean-weighted (see docs)
+    loss: str = "mse"  # "mse": per-element MSE; "class_weighted": elements weighted by class-explained variance
     init: str = "default"
+    probe_every: int = 0  # linear probes every N epochs (0: only at the end; they cost a few seconds)
+    probe_images: int = 5000  # training images the probes are fitted on
 
 
 @dataclass
@@ -130,7 +132,7 @@ CHOICES = {
     "search.dtype": ("float16", "float32"),
     "baseline.init": ("dirac", "default"),
     "learn.init": ("dirac", "default"),
-    "learn.loss": ("mse", "centered"),
+    "learn.loss": ("mse", "class_weighted"),
 }
 
 

@@ -1,0 +1,94 @@
+"""Measurements: cosine to searched targets, linear probes, and diversity (N_eff).
+
+N_eff (paper Section 3.2, after Skean et al.): K the cosine-similarity Gram matrix of n
+solutions, H_coll = -log(sum_ij K_ij^2 / (sum_i K_ii)^2), N_eff = exp(H_coll): 1 when all are
+identical, n when all are orthogonal.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample cosine similarity of flattened representations: (N, ...) x (N, ...) -> (N,)."""
+    return F.cosine_similarity(a.flatten(1).float(), b.flatten(1).float(), dim=1, eps=1e-8)
+
+
+def class_mean_targets(targets: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, ...) mean target of each class (the part of a target that the class alone predicts)."""
+    flat = targets.flatten(1).float()
+    sums = torch.zeros(num_classes, flat.shape[1], device=flat.device).index_add_(0, labels, flat)
+    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).float()[:, None]
+    return (sums / counts).reshape(num_classes, *targets.shape[1:])
+
+
+def predictability_baselines(train_targets, train_labels, val_targets, val_labels, num_classes) -> dict:
+    """Cosine to the validation targets of two predictors that ignore the image: each image's
+    class-mean target, and the global-mean target. A learner at these cosines learned only that."""
+    cm = class_mean_targets(train_targets, train_labels, num_classes)
+    gm = train_targets.float().mean(0, keepdim=True)
+    return {"class_mean": cosine(cm[val_labels], val_targets).mean().item(),
+            "global_mean": cosine(gm.expand_as(val_targets), val_targets).mean().item()}
+
+
+def probe_features(h: torch.Tensor, max_dim: int = 2048) -> torch.Tensor:
+    """Flattened features for a probe; large maps are average-pooled until they fit max_dim."""
+    if h.dim() == 4:
+        c, hh, ww = h.shape[1:]
+        side = hh
+        while c * side * side > max_dim and side > 1:
+            side -= 1
+        if side != hh:
+            h = F.adaptive_avg_pool2d(h, side)
+    return h.flatten(1).float()
+
+
+def linear_probe(train_x, train_y, val_x, val_y, num_classes: int, steps: int = 100, l2: float = 1e-4) -> float:
+    """Multinomial logistic regression (L-BFGS, full batch) on standardized features; val accuracy."""
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    xt, xv = (train_x - mean) / std, (val_x - mean) / std
+    w = torch.zeros(xt.shape[1], num_classes, requires_grad=True, device=xt.device)
+    b = torch.zeros(num_classes, requires_grad=True, device=xt.device)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(xt @ w + b, train_y) + l2 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return ((xv @ w + b).argmax(1) == val_y).float().mean().item()
+
+
+@torch.no_grad()
+def block_outputs(model, x: torch.Tensor, batch_size: int = 1000) -> list[torch.Tensor]:
+    """The three block outputs of `model` for images x, in eval mode, batched."""
+    was = model.training
+    model.eval()
+    outs = [[], [], []]
+    for i in range(0, len(x), batch_size):
+        reps = model.representations(x[i:i + batch_size])
+        for k in range(3):
+            outs[k].append(reps[k])
+    model.train(was)
+    return [torch.cat(o) for o in outs]
+
+
+def gram_cosine(solutions: torch.Tensor) -> torch.Tensor:
+    v = F.normalize(solutions.flatten(1).double(), dim=1)
+    return v @ v.T
+
+
+def collision_entropy(k: torch.Tensor) -> float:
+    return -math.log((k.pow(2).sum() / k.diagonal().sum().pow(2)).item())
+
+
+def n_eff(solutions: torch.Tensor) -> float:
+    """Effective number of distinct solutions of (n, ...) representations: exp(H_coll(K))."""
+    return math.exp(collision_entropy(gram_cosine(solutions)))

@@ -1,0 +1,175 @@
+"""Learning from searched representations (paper Section 4.2, Appendix A.3).
+
+    L = mean_{l in S} ||H_theta^l(x) - H_hat^l(x)||^2  +  lambda * KL(p_hat || p_phi(sg(H_theta^last(x))))
+
+The body (theta) learns only from the regression targets; the head (phi) only from the KL term,
+on stop-gradient features. Under stop-gradient lambda only scales the head's step, so the head
+has its own learning-rate multiplier (`learn.head_lr_scale`, default 1/lambda: the head steps as
+if lambda were 1) and every run reports a linear probe of the last block beside the head.
+
+Where targets meet block outputs: with `search.target_space = "normalized"` every search point
+is a per-sample-normalized block output, and the learner's blocks end in the same per-sample
+normalization (a parameter-free `SampleNorm`), so both sides live in one space.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import analysis
+from .cache import TargetCache
+from .data import DeviceLoader, Prepared
+from .models import Net, build_net, forward_flops
+from .runs import RunDir, atomic_torch_save
+from .training import autocast_for, evaluate, fit, make_optimizer, prepare_model_for_device, standard_groups
+
+
+def regression_loss(outputs: list[torch.Tensor], targets: list[torch.Tensor], supervise,
+                    weights: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+    """Per image: mean over supervised blocks of the (optionally element-weighted) per-element
+    squared error; summed over the batch (airbench's convention). Returns (loss, per-block means)."""
+    total, parts = 0.0, {}
+    for l in supervise:
+        err = (outputs[l].float() - targets[l].float()).pow(2)
+        if weights is not None:
+            err = err * weights[l]
+        per_image = err.flatten(1).mean(1)
+        total = total + per_image.sum() / len(supervise)
+        parts[f"mse_block{l}"] = per_image.mean().item()
+    return total, parts
+
+
+def class_informative_weights(targets: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-element weights = share of the element's variance across images that the class
+    explains (between-class / total), normalized to mean 1: the `class_weighted` loss spends its
+    effort on the part of a target that a function of the image can predict."""
+    flat = targets.flatten(1).float()
+    total = flat.var(0, unbiased=False)
+    cm = analysis.class_mean_targets(targets, labels, num_classes).flatten(1)
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    between = ((cm - flat.mean(0)).pow(2) * counts[:, None]).sum(0) / counts.sum()
+    w = between / total.clamp_min(1e-8)
+    return (w / w.mean().clamp_min(1e-12)).reshape(targets.shape[1:])
+
+
+def head_kl(logits: torch.Tensor, searched_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p_hat || p_phi) summed over the batch, p_hat = softmax(searched logits)."""
+    return F.kl_div(F.log_softmax(logits.float(), 1), F.log_softmax(searched_logits.float(), 1), log_target=True,
+                    reduction="sum")
+
+
+def split_parameters(model: Net, lc) -> list[dict]:
+    """Body groups as airbench (BN biases x bias_scaler); the head with its own lr multiplier."""
+    head = {id(p) for p in model.head.parameters()}
+    groups = standard_groups(model, lc, exclude=head)
+    groups.append({"params": list(model.head.parameters()), "lr_scale": lc.head_lr_scale})
+    return groups
+
+
+def make_loss_fn(targets: dict, supervise, lc, weights=None):
+    """targets: dict of tensors indexed by loader position (block0..2, logits)."""
+
+    def loss_fn(model: Net, idx, x, y):
+        h = model.stem(x)
+        outs = []
+        for stage in model.stages:
+            h = stage(h)
+            outs.append(h)
+        tg = [targets[f"block{l}"][idx] for l in range(3)]
+        body, parts = regression_loss(outs, tg, supervise, weights) if supervise else (h.sum() * 0, {})
+        logits = model.head(outs[-1].detach())  # stop-gradient: no KL gradient reaches the body
+        kl = head_kl(logits, targets["logits"][idx])
+        loss = body + lc.kl_weight * kl
+        parts.update(kl=kl.item() / len(y), head_accuracy=(logits.argmax(1) == y).float().mean().item(),
+                     loss=loss.item() / len(y))
+        return loss, parts
+
+    return loss_fn
+
+
+class Diagnostics:
+    """Per-epoch measurements on validation images against their searched targets."""
+
+    def __init__(self, prep: Prepared, cache: TargetCache, probe_every: int = 0, probe_images: int = 5000):
+        self.prep = prep
+        self.val_x, self.val_y = prep.images("val")
+        self.val_t = cache.load(cache.rows_for(prep.split.val.numpy()), prep.device, torch.float32)
+        train_idx = prep.split.train[:probe_images]
+        self.probe_x, self.probe_y = (t.to(prep.device) for t in _normalized(prep, train_idx))
+        self.probe_every = probe_every
+        tr = cache.load(cache.rows_for(train_idx.numpy()), prep.device, torch.float32)
+        k = prep.dataset.num_classes
+        self.baselines = {l: analysis.predictability_baselines(tr[f"block{l}"], self.probe_y, self.val_t[f"block{l}"],
+                                                               self.val_y, k) for l in range(3)}
+
+    def cosines(self, model) -> dict:
+        outs = analysis.block_outputs(model, self.val_x)
+        return {f"cos_block{l}": analysis.cosine(outs[l], self.val_t[f"block{l}"]).mean().item() for l in range(3)}
+
+    def probes(self, model) -> dict:
+        tr = analysis.block_outputs(model, self.probe_x)
+        va = analysis.block_outputs(model, self.val_x)
+        k = self.prep.dataset.num_classes
+        return {f"probe_block{l}": analysis.linear_probe(analysis.probe_features(tr[l]), self.probe_y,
+                                                         analysis.probe_features(va[l]), self.val_y, k)
+                for l in range(3)}
+
+    def hook(self, model, epoch: int) -> dict:
+        rec = self.cosines(model)
+        if self.probe_every and epoch % self.probe_every == 0:
+            rec.update(self.probes(model))
+        return rec
+
+
+def _normalized(prep: Prepared, idx):
+    from .data import normalize
+    return normalize(prep.dataset.train_x[idx], prep.mean, prep.std), prep.dataset.train_y[idx]
+
+
+def build_learner(prep: Prepared, cfg, cache: TargetCache | None = None) -> Net:
+    lc = cfg.learn
+    torch.manual_seed(cfg.seed + 1)
+    model = build_net(cfg.model, prep.dataset.shape, prep.dataset.num_classes, lc.groups_per_block,
+                      normalize_outputs=cfg.search.target_space == "normalized", init=lc.init)
+    x, _ = prep.images("train")
+    model.whiten.fit(x[:cfg.model.whiten_patches].cpu(), cfg.model.whiten_eps)
+    return model
+
+
+def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None = None, *, supervise=None,
+                     augment: bool | None = None, tag: str = "learn", progress: bool = True,
+                     diagnostics: Diagnostics | None = None) -> tuple[Net, dict]:
+    """Train the learner on cached targets only; select by validation; test once; probe at the end."""
+    lc, dev = cfg.learn, prep.device
+    supervise = list(lc.supervise if supervise is None else supervise)
+    augment = lc.augment if augment is None else augment
+    cache.require_complete()
+    train_x, train_y = prep.images("train")
+    rows = cache.rows_for(prep.split.train.numpy())
+    targets = cache.load(rows, dev, torch.float32)
+    weights = None
+    if lc.loss == "class_weighted":
+        weights = [class_informative_weights(targets[f"block{l}"], train_y, prep.dataset.num_classes) for l in range(3)]
+    model = prepare_model_for_device(build_learner(prep, cfg), dev)
+    loader = DeviceLoader(train_x, train_y, lc.batch_size, augment=augment, fixed_batches=lc.fixed_batches,
+                          seed=cfg.seed)
+    opt = make_optimizer(split_parameters(model, lc), lc, lc.batch_size)
+    diagnostics = diagnostics or Diagnostics(prep, cache, lc.probe_every, lc.probe_images)
+    ck = run.path / f"checkpoint-{tag}.pt" if run else None
+    stats = fit(model, loader, opt, lc, loss_fn=make_loss_fn(targets, supervise, lc, weights),
+                val=prep.images("val"), run=run, tag=tag, epoch_hook=diagnostics.hook, autocast=autocast_for(dev),
+                checkpoint=ck, progress=progress)
+    test = evaluate(model, *prep.images("test"), autocast=autocast_for(dev))
+    final = {**diagnostics.cosines(model), **diagnostics.probes(model)}
+    control = diagnostics.probes(prepare_model_for_device(build_learner(prep, cfg), dev))
+    final.update({f"untrained_{k}": v for k, v in control.items()})
+    if run:
+        atomic_torch_save(model.state_dict(), run.path / f"model-{tag}.pt")
+    flops = forward_flops(model, prep.dataset.shape, dev)
+    summary = {"test_accuracy": test["accuracy"], "val_accuracy": stats["best_val_accuracy"],
+               "best_epoch": stats["best_epoch"], "supervise": supervise, "augment": augment,
+               "images_per_s": stats["images_per_s"], "train_flops": 3 * flops * lc.epochs * len(train_y),
+               **final, "target_baselines": diagnostics.baselines}
+    if run:
+        run.log({"tag": f"{tag}-final", **{k: v for k, v in summary.items() if k != "target_baselines"}})
+    return model, summary

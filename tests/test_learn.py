@@ -1,0 +1,159 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from repsearch import analysis
+from repsearch.config import resolve
+from repsearch.data import prepare
+from repsearch.learn import (Diagnostics, build_learner, class_informative_weights, head_kl, make_loss_fn,
+                             regression_loss, train_from_cache)
+from repsearch.search import run_search
+
+from .test_search import TINY
+
+
+def test_regression_loss_matches_hand_computation():
+    outs = [torch.tensor([[[[1.0, 2.0]]], [[[0.0, 0.0]]]]), torch.tensor([[3.0], [1.0]])]
+    tgts = [torch.tensor([[[[0.0, 0.0]]], [[[1.0, 1.0]]]]), torch.tensor([[1.0], [1.0]])]
+    loss, parts = regression_loss(outs, tgts, [0, 1])
+    # image 0: block0 (1+4)/2 = 2.5, block1 4 -> mean 3.25; image 1: block0 1, block1 0 -> 0.5
+    assert loss.item() == pytest.approx(3.25 + 0.5)
+    assert parts["mse_block0"] == pytest.approx((2.5 + 1) / 2) and parts["mse_block1"] == pytest.approx(2.0)
+    loss0, _ = regression_loss(outs, tgts, [1])
+    assert loss0.item() == pytest.approx(4.0)
+
+
+def test_head_kl_matches_hand_computation():
+    logits = torch.tensor([[0.0, 0.0]])
+    searched = torch.tensor([[1.0, 0.0]])
+    p = torch.softmax(searched, 1)[0]
+    expected = (p * (p.log() - torch.tensor([0.5, 0.5]).log())).sum()
+    assert head_kl(logits, searched).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_class_weights_favour_class_informative_elements():
+    labels = torch.arange(200) % 2
+    informative = labels.float()[:, None] * 2 + 0.1 * torch.randn(200, 1)
+    noise = torch.randn(200, 1)
+    w = class_informative_weights(torch.cat([informative, noise], 1), labels, 2)
+    assert w[0] > 10 * w[1] and w.mean().item() == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    cfg = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=2", "learn.batch_size=50",
+                                 "learn.probe_images=150"])
+    prep = prepare(cfg)
+    cache, _ = run_search(prep, cfg, tmp_path_factory.mktemp("c") / "cache", progress=False)
+    return cfg, prep, cache
+
+
+def _batch(cfg, prep, cache, n=16):
+    x, y = prep.images("train")
+    rows = cache.rows_for(prep.split.train.numpy())
+    targets = cache.load(rows, "cpu", torch.float32)
+    idx = torch.arange(n)
+    return targets, idx, x[:n], y[:n]
+
+
+def test_no_label_or_kl_gradient_reaches_the_body(tiny_cache):
+    cfg, prep, cache = tiny_cache
+    model = build_learner(prep, cfg)
+    targets, idx, x, y = _batch(cfg, prep, cache)
+    # KL alone: only the head gets gradients
+    loss_fn = make_loss_fn(targets, [], cfg.learn)
+    loss, _ = loss_fn(model, idx, x, y)
+    loss.backward()
+    body = [p for n, p in model.named_parameters() if not n.startswith("head") and p.requires_grad]
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in body)
+    assert model.head.linear.weight.grad.abs().sum() > 0
+    # full loss: the body's gradient equals that of the regression term alone
+    model.zero_grad()
+    full, _ = make_loss_fn(targets, [0, 1, 2], cfg.learn)(model, idx, x, y)
+    full.backward()
+    g_full = [p.grad.clone() for p in body]
+    model.zero_grad()
+    outs = model.representations(x)
+    reg, _ = regression_loss(outs, [targets[f"block{l}"][idx] for l in range(3)], [0, 1, 2])
+    reg.backward()
+    for a, p in zip(g_full, body):
+        assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+def test_skip_block0_leaves_block0_unsupervised_but_trained(tiny_cache):
+    cfg, prep, cache = tiny_cache
+    model = build_learner(prep, cfg)
+    targets, idx, x, y = _batch(cfg, prep, cache)
+    loss, parts = make_loss_fn(targets, [1, 2], cfg.learn)(model, idx, x, y)
+    assert "mse_block0" not in parts and "mse_block1" in parts
+    loss.backward()
+    block0 = model.stages[0][0][0].conv1.weight
+    assert block0.grad is not None and block0.grad.abs().sum() > 0
+
+
+def test_class_mean_learner_gets_the_class_mean_cosine(tiny_cache):
+    cfg, prep, cache = tiny_cache
+    diag = Diagnostics(prep, cache, probe_images=150)
+
+    class ClassMeanLearner(torch.nn.Module):
+        """Outputs the class-mean training target of each image's (true) class."""
+
+        def __init__(self):
+            super().__init__()
+            self.means = [analysis.class_mean_targets(diag_t[f"block{l}"], diag.probe_y, 10) for l in range(3)]
+
+        def representations(self, x):
+            y = labels_for[x.shape[0]]
+            return [m[y] for m in self.means] + [None]
+
+    diag_t = cache.load(cache.rows_for(prep.split.train[:150].numpy()), "cpu", torch.float32)
+    labels_for = {len(diag.val_y): diag.val_y}
+    cos = diag.cosines(ClassMeanLearner())
+    for l in range(3):
+        assert cos[f"cos_block{l}"] == pytest.approx(diag.baselines[l]["class_mean"], abs=1e-5)
+
+
+def test_resumed_training_gives_the_same_weights(tiny_cache, tmp_path):
+    from repsearch.runs import RunDir
+    cfg, prep, cache = tiny_cache
+    cfg1 = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=3", "learn.batch_size=50",
+                                  "learn.probe_images=150"])
+    ref, _ = train_from_cache(prep, cfg1, cache, RunDir(tmp_path / "ref", {}, "cpu"), progress=False)
+    # an interrupted run: the first epoch's checkpoint, then the same command again
+    run = RunDir(tmp_path / "resumed", {}, "cpu")
+
+    class Stop(Exception):
+        pass
+
+    diag = Diagnostics(prep, cache, probe_images=150)
+    orig_hook = diag.hook
+    # save happens after the hook, so stop at epoch 2's hook: epoch 1 is checkpointed
+    diag.hook = lambda model, e: (_ for _ in ()).throw(Stop()) if e == 2 else orig_hook(model, e)
+    with pytest.raises(Stop):
+        train_from_cache(prep, cfg1, cache, run, progress=False, diagnostics=diag)
+    assert (tmp_path / "resumed" / "checkpoint-learn.pt").exists()
+    resumed, _ = train_from_cache(prep, cfg1, cache, run, progress=False)
+    for (n, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), n
+
+
+def test_end_to_end_run_on_digits_beats_chance_by_far(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "repsearch", "run", "--preset", "quickstart", "--no-progress",
+                        "--set", "search.generations=[15,8,8,3]", "--set", "learn.epochs=15",
+                        "--set", "baseline.epochs=10", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["search_test_accuracy"] > 0.6 and s["sgd_test_accuracy"] > 0.9, s
+    assert (out / "results.md").exists() and "Search-based (All layers)" in (out / "results.md").read_text()
+    metrics = [json.loads(x) for x in (out / "seed0" / "sgd-noaug" / "metrics.jsonl").read_text().splitlines()]
+    assert "cos_block0" in metrics[0]  # SGD runs record cosine to the searched targets too
+    # a second call reuses every stage
+    r2 = subprocess.run([sys.executable, "-m", "repsearch", "run", "--preset", "quickstart", "--no-progress",
+                         "--set", "search.generations=[15,8,8,3]", "--set", "learn.epochs=15",
+                         "--set", "baseline.epochs=10", "--out", str(out)], capture_output=True, text=True)
+    assert r2.returncode == 0
+    assert json.loads((out / "summary.json").read_text())["search_test_accuracy"] == s["search_test_accuracy"]
