@@ -77,3 +77,23 @@ def test_per_image_rng_does_not_depend_on_company():
     b = ops.PerImageRNG(0, [11, 5]).randn((4,))
     assert torch.equal(a[0], b[1]) and torch.equal(a[2], b[0])
     assert not torch.equal(a[0], a[1])
+
+
+def test_presmoothed_bank_equals_smoothing_the_drawn_noise():
+    bank = ops.NoiseBank(0, size=1 << 16)
+    shape = (5, 3, 6, 7)
+    got = bank.draw(ops.PerImageRNG(0, [1, 2]), shape, blur=2)
+    rng = ops.PerImageRNG(0, [1, 2])
+    hw, n = 42, 3 * 42
+    offsets = rng.randint((len(bank.bank) // hw * hw - n) // hw + 1, (5,)) * hw
+    raw = torch.stack([torch.stack([bank.bank[o:o + n] for o in row.tolist()]) for row in offsets]).reshape(2, *shape)
+    assert torch.allclose(got, ops.smooth(raw, 2), atol=1e-5)
+    plain = bank.draw(ops.PerImageRNG(0, [1, 2]), shape)
+    assert abs(plain.std().item() - 1) < 0.1 and abs(plain.mean().item()) < 0.1
+
+
+def test_slice_maxpool_equals_max_pool2d():
+    from repsearch.models import MaxPool2
+    for size in (13, 14, 7, 3):
+        x = torch.randn(4, 5, size, size)
+        assert torch.equal(MaxPool2()(x), torch.nn.functional.max_pool2d(x, 2))

@@ -139,3 +139,23 @@ def test_search_on_real_fashion_mnist_makes_progress_at_every_layer(tmp_path, da
         assert layer["ce_end"] < layer["ce_start"], layer
     assert summary["searched_ce_mean"] < 0.4 * untrained, (summary["searched_ce_mean"], untrained)
     assert summary["layers"][0]["ce_end"] < 0.85 * summary["layers"][0]["ce_start"]
+
+
+def test_fast_path_agrees_with_plain_path():
+    """Identity-conv skipping, matrix smoothing and the noise bank change speed, not the search:
+    on the same images, both paths' mean best-CE curves agree within a stated tolerance (15%
+    relative at the end of each layer; the noise differs, so the paths are equal in law only)."""
+    curves = {}
+    for fast in (True, False):
+        cfg = tiny("search.generations=[10,6,6,3]", "data.subset=120", f"search.fast={str(fast).lower()}",
+                   "search.alpha=[0.3,0.2,0.1,0.1]")
+        prep = prepare(cfg)
+        net = build_search_network(cfg, prep, "cpu")
+        configure_search_mode(net, cfg.search)
+        x, y = _images_for(prep, prep.split.pool)
+        res = search_images(net, x, y, prep.split.pool.tolist(), cfg.search, cfg.seed)
+        curves[fast] = [[v / res.curves[l]["count"] for v in res.curves[l]["best_sum"]] for l in range(4)]
+    for layer in range(4):
+        a, b = curves[True][layer][-1], curves[False][layer][-1]
+        assert abs(a - b) <= 0.15 * max(a, b), (layer, a, b)
+    assert curves[True][0][0] == pytest.approx(curves[False][0][0], rel=1e-4)  # same initial population

@@ -18,10 +18,13 @@ NUM_SEARCH_POINTS = 4  # three block outputs + logits
 
 def sample_normalize(h: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Zero mean, unit variance per sample over all non-batch dims (paper A.4's normalization)."""
-    dims = tuple(range(1, h.dim()))
-    mean = h.mean(dim=dims, keepdim=True)
-    var = h.var(dim=dims, keepdim=True, unbiased=False)
-    return (h - mean) * torch.rsqrt(var + eps)
+    flat = h.reshape(h.shape[0], -1)
+    mean = flat.mean(1)
+    # E[x^2] - E[x]^2: two plain reductions, ~6x faster than torch.var on CPU; safe here because
+    # representations are O(1) in scale (clamped against rounding below zero).
+    var = (flat * flat).mean(1) - mean * mean
+    shape = (h.shape[0],) + (1,) * (h.dim() - 1)
+    return (h - mean.reshape(shape)) * torch.rsqrt(var.clamp_min(0).reshape(shape) + eps)
 
 
 class SampleNorm(nn.Module):
@@ -60,13 +63,26 @@ class Conv(nn.Conv2d):
         return self.is_identity
 
 
+class MaxPool2(nn.Module):
+    """2x2 max pooling (floor mode). On CPU, the max of four strided slices: the same values as
+    F.max_pool2d, several times faster on NCHW tensors (measured in benchmarks/search.py)."""
+
+    def forward(self, x):
+        if x.device.type != "cpu":
+            return F.max_pool2d(x, 2)
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        x = x[..., :h, :w]
+        return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                             torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
 class ConvGroup(nn.Module):
     """Conv3x3 -> [MaxPool2] -> BN -> GELU -> Conv3x3 -> BN -> GELU (pool only in a block's first group)."""
 
     def __init__(self, cin: int, cout: int, pool: bool, bn_kw: dict):
         super().__init__()
         self.conv1, self.conv2 = Conv(cin, cout), Conv(cout, cout)
-        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.pool = MaxPool2() if pool else nn.Identity()
         self.norm1, self.norm2 = BatchNorm(cout, **bn_kw), BatchNorm(cout, **bn_kw)
 
     def forward(self, x):
