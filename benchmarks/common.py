@@ -1,0 +1,24 @@
+"""Reference rates measured in the benchmark's own process, so that ratios survive a noisy machine."""
+import time
+
+import torch
+
+from repsearch.training import matmul_peak_flops
+
+
+def copy_bandwidth(device="cpu", n=1 << 24, repeats=5) -> float:
+    """Bytes/s of a large tensor copy (read + write), the reference for elementwise work."""
+    a = torch.randn(n, device=device)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        b.copy_(a)
+        best = min(best, time.perf_counter() - t)
+    return 2 * 4 * n / best
+
+
+def references(device="cpu") -> dict:
+    return {"matmul_peak_flops": matmul_peak_flops(device), "copy_bandwidth_bytes_per_s": copy_bandwidth(device),
+            "torch_threads": torch.get_num_threads()}

@@ -1,0 +1,82 @@
+"""Search throughput: candidate evaluations/s per layer phase, plain vs fast path, in one process.
+
+    python benchmarks/search.py [--widths 64,256] [--images 16] [--dataset mnist|digits|...]
+
+Prints JSON: per width and path, evaluations/s per search point, achieved FLOP/s over a matmul
+peak measured here, and bytes/s of the elementwise mutation work over a copy bandwidth measured here.
+"""
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import references  # noqa: E402
+
+from repsearch.config import resolve  # noqa: E402
+from repsearch.data import prepare  # noqa: E402
+from repsearch.errors import UserError  # noqa: E402
+from repsearch.search import (_flops_from, _images_for, build_search_network, chunk_size,  # noqa: E402
+                              configure_search_mode, search_images)
+
+
+def measure(dataset, width, fast, images, gens, data_root):
+    cfg = resolve("cpu-mnist", [f"data.name={dataset}", f"model.widths=[{width},{width},{width}]",
+                                f"search.generations={gens}", f"search.fast={str(fast).lower()}",
+                                "data.subset=0"], **{"data.root": data_root})
+    prep = prepare(cfg)
+    net = build_search_network(cfg, prep, "cpu")
+    configure_search_mode(net, cfg.search)
+    chunk = min(images, chunk_size(net, cfg.search))
+    rows = prep.split.pool[:images]
+    totals = [[0, 0.0] for _ in range(4)]
+    for a in range(0, images, chunk):
+        x, y = _images_for(prep, rows[a:a + chunk])
+        res = search_images(net, x, y, rows[a:a + chunk].tolist(), cfg.search, 0)
+        for l in range(4):
+            totals[l][0] += res.layer_evaluations[l]
+            totals[l][1] += res.layer_seconds[l]
+    s = cfg.search
+    out = []
+    for l in range(4):
+        evals, secs = totals[l]
+        rate = evals / secs
+        size = math.prod(net.shapes[l])
+        # elementwise mutation traffic per evaluation: crossover reads 2 parents, noise, smoothing,
+        # normalization and std passes: ~8 reads/writes of the representation, 4 bytes each
+        out.append({"layer": l, "evaluations_per_s": rate, "flops_per_evaluation": _flops_from(net, l),
+                    "achieved_flops": rate * _flops_from(net, l), "mutation_bytes_per_s": rate * size * 4 * 8})
+    return {"width": width, "fast": fast, "chunk_images": chunk, "images": images, "layers": out}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--widths", default="64,256")
+    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--generations", default="[6,4,4,3]")
+    p.add_argument("--data-root", default="data")
+    a = p.parse_args()
+    ref = references()
+    results = []
+    for width in map(int, a.widths.split(",")):
+        for fast in (False, True):
+            r = measure(a.dataset, width, fast, a.images, a.generations, a.data_root)
+            for layer in r["layers"]:
+                layer["fraction_of_matmul_peak"] = layer["achieved_flops"] / ref["matmul_peak_flops"]
+                layer["fraction_of_copy_bandwidth"] = layer["mutation_bytes_per_s"] / ref["copy_bandwidth_bytes_per_s"]
+            results.append(r)
+    speedups = {}
+    for width in map(int, a.widths.split(",")):
+        plain = next(r for r in results if r["width"] == width and not r["fast"])
+        fast = next(r for r in results if r["width"] == width and r["fast"])
+        speedups[str(width)] = [f["evaluations_per_s"] / p["evaluations_per_s"] for f, p in zip(fast["layers"], plain["layers"])]
+    print(json.dumps({"dataset": a.dataset, "references": ref, "results": results, "fast_over_plain": speedups}, indent=2))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as e:
+        sys.exit(f"benchmarks/search.py: {e}")
