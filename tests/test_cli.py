@@ -51,3 +51,18 @@ def test_baseline_cli_writes_run_directory(tmp_path):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) >= 2 and all(json.loads(x) for x in lines)
     assert (out / "model-depth1.pt").exists()
+
+
+def test_scaling_and_diversity_commands_write_json_and_png(tmp_path):
+    tiny = ["--set", "model.widths=[8,8,8]", "--set", "search.generations=[2,2,2,3]", "--set", "data.subset=40"]
+    r = run_cli("scaling", "--preset", "quickstart", *tiny, "--images", "6", "--pop-sizes", "6,12",
+                "--generations", "0,2", "--out", str(tmp_path / "s"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "s" / "scaling.json").exists() and (tmp_path / "s" / "scaling_population.png").exists()
+    r = run_cli("diversity", "--preset", "quickstart", *tiny, "--set", "search.pop_size=12", "--set", "search.top_k=2",
+                "--set", "search.n_explore=5", "--set", "search.n_refine=5", "--images", "4", "--runs", "3",
+                "--out", str(tmp_path / "d"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "d" / "diversity.json").exists() and (tmp_path / "d" / "summary.json").exists()
+    r = run_cli("diversity", "--preset", "quickstart", "--runs", "0", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and not (tmp_path / "bad").exists()

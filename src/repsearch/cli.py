@@ -124,6 +124,36 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _experiment(args, command: str, fn, **kw) -> int:
+    from .data import prepare
+    cfg = _resolve(args)
+    _check_device(cfg.device)
+    prep = prepare(cfg)
+    run = _run_dir(args, command, cfg)
+    result = fn(prep, cfg, out_dir=run.path, **kw)
+    print(json.dumps(result.get("blocks", result), indent=2, default=str)[:4000])
+    _print_summary(run.summary({"dataset": prep.dataset.name, **{k: v for k, v in result.items() if k != "blocks"}}), run)
+    return 0
+
+
+def cmd_scaling(args) -> int:
+    from .experiments import fitness_scaling
+    if args.images < 1:
+        raise UserError("--images must be >= 1")
+    pops = tuple(int(v) for v in args.pop_sizes.split(","))
+    gens = tuple(int(v) for v in args.generations.split(","))
+    if min(pops) < 2 or min(gens) < 0:
+        raise UserError("--pop-sizes must be >= 2 and --generations >= 0")
+    return _experiment(args, "scaling", fitness_scaling, n_images=args.images, pop_sizes=pops, generations=gens)
+
+
+def cmd_diversity(args) -> int:
+    from .experiments import diversity
+    if args.images < 1 or args.runs < 1:
+        raise UserError("--images and --runs must be >= 1")
+    return _experiment(args, "diversity", diversity, n_images=args.images, runs=args.runs)
+
+
 def cmd_presets(args) -> int:
     for name in config_mod.list_presets():
         text = (config_mod.PRESET_DIR / f"{name}.toml").read_text().splitlines()
@@ -142,6 +172,8 @@ COMMANDS = {
     "baseline": (cmd_baseline, "train the SGD baseline (best of baseline.depths by validation, then test)"),
     "search": (cmd_search, "evolutionary search in representation space into a resumable target cache"),
     "run": (cmd_run, "end to end: SGD baseline + search + learning per seed, then the paper's tables"),
+    "scaling": (cmd_scaling, "paper Figure 2: mean best CE vs population and generations, one block evolved at a time"),
+    "diversity": (cmd_diversity, "paper Figure 3: N_eff of independent searches' solutions vs number of runs"),
     "train": (cmd_train, "train a network by regressing to the searched representations of a target cache"),
     "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
     "presets": (cmd_presets, "list the presets"),
@@ -175,7 +207,19 @@ def _run_args(p):
     p.add_argument("--seeds", type=int, help="number of seeds (default run.seeds)")
 
 
-_extra_args: dict = {"search": _search_args, "train": _train_args, "run": _run_args}
+def _scaling_args(p):
+    p.add_argument("--images", type=int, default=1000, help="random training images (paper: 1000)")
+    p.add_argument("--pop-sizes", default="12,24,60,120,240", help="comma-separated population sizes")
+    p.add_argument("--generations", default="0,10,30,100", help="comma-separated generation counts")
+
+
+def _diversity_args(p):
+    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--runs", type=int, default=8, help="independent searches (seeds seed, seed+1000, ...)")
+
+
+_extra_args: dict = {"search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args,
+                     "diversity": _diversity_args}
 
 
 def main(argv=None) -> int:

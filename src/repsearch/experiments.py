@@ -1,0 +1,205 @@
+"""Paper experiments on the search alone: fitness scaling (Figure 2) and diversity (Figure 3).
+
+Both run the search on a few training images, without learning anything, to answer two
+questions about the search itself:
+  - `fitness_scaling`: how the best cross-entropy reached at one block improves with population
+    size and with the number of generations (is more search worth it, and where?).
+  - `diversity`: do independent searches on the same image find the same representation or
+    different ones? N_eff of the solutions found by k runs says how many distinct ones there are.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+from .search import _images_for, build_search_network, configure_search_mode, search_images
+
+PAPER_SPLIT = (20, 100, 120)  # paper's top_k / n_explore / n_refine of its 240-member population
+BLOCKS = (0, 1, 2)
+
+
+def scaled_population(pop_size: int) -> tuple[int, int, int]:
+    """(top_k, n_explore, n_refine) summing to pop_size in the paper's 20:100:120 proportion, so a
+    population sweep changes the size and not the balance of parents, explorers and refiners.
+    At least one parent and one refiner are kept (the search needs both)."""
+    if pop_size < 2:
+        raise UserError(f"population size must be >= 2 (one parent and one refiner); got {pop_size}")
+    total = sum(PAPER_SPLIT)
+    top_k = max(1, round(pop_size * PAPER_SPLIT[0] / total))
+    n_explore = round(pop_size * PAPER_SPLIT[1] / total)
+    n_explore = max(0, min(n_explore, pop_size - top_k - 1))
+    return top_k, n_explore, pop_size - top_k - n_explore
+
+
+def sample_images(prep, n_images: int, seed: int) -> torch.Tensor:
+    """A seeded choice of n_images dataset indices from the pool (sorted, for readable records)."""
+    pool = prep.split.pool
+    g = torch.Generator().manual_seed(20_000 + int(seed))
+    pick = torch.randperm(len(pool), generator=g)[:min(int(n_images), len(pool))]
+    return pool[pick].sort().values
+
+
+def _search_rows(net, prep, rows: torch.Tensor, cfg_search, seed: int, chunk: int, keep_reps: bool):
+    """Search the images `rows` in chunks (bounded memory); per-image results do not depend on
+    the chunking (each image has its own random stream). Returns (reps or None, ce, evaluations)."""
+    dev = next(net.parameters()).device
+    reps, ces, evals = [[] for _ in range(4)], [], []
+    for a in range(0, len(rows), chunk):
+        r = rows[a:a + chunk]
+        x, y = _images_for(prep, r)
+        res = search_images(net, x.to(dev), y.to(dev), r.tolist(), cfg_search, seed)
+        ces.append(res.ce.float().cpu())
+        evals.append(res.evaluations.cpu())
+        if keep_reps:
+            for layer in range(4):
+                reps[layer].append(res.reps[layer].float().cpu())
+    ce, ev = torch.cat(ces), torch.cat(evals)
+    return ([torch.cat(t) for t in reps] if keep_reps else None), ce, ev
+
+
+def _fixed_budget(cfg_search):
+    """A copy of the search config with adaptive stopping off: a sweep compares fixed budgets."""
+    s = copy.deepcopy(cfg_search)
+    s.target_ce, s.patience = 0.0, 0
+    return s
+
+
+def _only_block(s, block: int, generations: int):
+    s.generations = [0, 0, 0, 0]
+    s.generations[block] = int(generations)
+    return s
+
+
+def _positive(values) -> bool:
+    return all(v > 0 for v in values)
+
+
+def fitness_scaling(prep, cfg, n_images: int = 1000, pop_sizes=(12, 24, 60, 120, 240, 480),
+                    generations=(0, 10, 30, 100, 300), out_dir=None, progress=None, chunk_images: int = 64) -> dict:
+    """Figure 2: mean best cross-entropy after evolving ONE block, against population size (at the
+    config's generations for that block) and against generations (at the config's population).
+
+    Every other search point gets 0 generations, so it only carries the best it receives: the
+    measured CE is that of the block's best representation forwarded through the rest of the
+    network. Block 0 starts from the config's noisy-input population; blocks 1 and 2 start from
+    the forward of the best of that population. `progress(record)` is called after each point."""
+    base = _fixed_budget(cfg.search)
+    net = build_search_network(cfg, prep, prep.device)
+    configure_search_mode(net, base)
+    rows = sample_images(prep, n_images, cfg.seed)
+    result = {"images": int(len(rows)), "seed": cfg.seed, "split": list(PAPER_SPLIT),
+              "config_population": base.pop_size, "config_generations": list(base.generations[:3]), "blocks": {}}
+
+    def point(s, block, axis, value, key):
+        _, ce, ev = _search_rows(net, prep, rows, s, cfg.seed, chunk_images, keep_reps=False)
+        rec = {key: int(value), "mean_best_ce": ce.mean().item(), "median_best_ce": ce.median().item(),
+               "evaluations_per_image": ev.double().mean().item()}
+        if progress is not None:
+            progress({"block": block, "axis": axis, **rec})
+        return rec
+
+    for block in BLOCKS:
+        by_pop = []
+        for p in pop_sizes:
+            s = _only_block(copy.deepcopy(base), block, base.generations[block])
+            s.pop_size = int(p)
+            s.top_k, s.n_explore, s.n_refine = scaled_population(int(p))
+            by_pop.append(point(s, block, "population", p, "pop_size"))
+        by_gen = [point(_only_block(copy.deepcopy(base), block, g), block, "generations", g, "generations")
+                  for g in generations]
+        result["blocks"][block] = {"population": by_pop, "generations": by_gen}
+
+    if out_dir is not None:
+        _write_scaling(result, Path(out_dir))
+    return result
+
+
+def _write_scaling(result: dict, out: Path) -> None:
+    from .plots import plot_xy
+    from .runs import atomic_write_json
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "scaling.json", result)
+    for axis, key, label in (("population", "pop_size", "population size"),
+                             ("generations", "generations", "generations")):
+        series = {f"block {b}": ([r[key] for r in v[axis]], [r["mean_best_ce"] for r in v[axis]])
+                  for b, v in result["blocks"].items()}
+        xs = [x for s in series.values() for x in s[0]]
+        ys = [y for s in series.values() for y in s[1]]
+        plot_xy(series, label, "mean best cross-entropy", out / f"scaling_{axis}.png",
+                logx=_positive(xs), logy=_positive(ys), title=f"fitness vs {label} ({result['images']} images)")
+
+
+def n_eff_batched(solutions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """N_eff per image of its kept solutions: solutions (B, n, ...), mask (B, n) bool -> (B,).
+
+    The same quantity as `analysis.n_eff` (exp of the collision entropy of the cosine Gram
+    matrix, (tr K)^2 / sum K_ij^2), for all images at once with one batched matrix product.
+    Masked-out solutions drop out of K; an image with none kept gets NaN."""
+    v = F.normalize(solutions.flatten(2).double(), dim=2)
+    gram = torch.bmm(v, v.transpose(1, 2))  # (B, n, n)
+    m = torch.ones(gram.shape[:2], dtype=torch.double, device=gram.device) if mask is None else mask.double()
+    kept = gram * m[:, :, None] * m[:, None, :]
+    trace = kept.diagonal(dim1=1, dim2=2).sum(1)
+    out = trace.pow(2) / kept.pow(2).sum((1, 2))
+    return torch.where(trace > 0, out, torch.full_like(out, math.nan))
+
+
+def p_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax probability of the true class: (B, K), (B,) -> (B,)."""
+    return logits.float().softmax(1).gather(1, labels[:, None]).squeeze(1)
+
+
+def diversity(prep, cfg, n_images: int = 32, runs: int = 8, out_dir=None, *, seed_stride: int = 1000,
+              chunk_images: int = 64) -> dict:
+    """Figure 3: N_eff of the solutions that `runs` independent full searches find per image.
+
+    Run r uses seed cfg.seed + seed_stride * r (0 makes every run identical: N_eff = 1). Per image
+    and block, only runs whose searched logits give p(correct) > 0.5 count (a solution that does
+    not solve the image is not a solution), and N_eff over the first k runs' kept solutions is
+    averaged over the images with at least one kept, for k = 1..runs."""
+    if runs < 1:
+        raise UserError(f"diversity needs runs >= 1; got {runs}")
+    net = build_search_network(cfg, prep, prep.device)
+    configure_search_mode(net, cfg.search)
+    rows = sample_images(prep, n_images, cfg.seed)
+    labels = prep.dataset.train_y[rows]
+    per_run, ok, ce = [], [], []
+    for r in range(runs):  # runs outermost: each seed's noise bank is drawn once
+        reps, c, _ = _search_rows(net, prep, rows, cfg.search, cfg.seed + seed_stride * r, chunk_images, True)
+        per_run.append(reps[:3])
+        ok.append(p_correct(reps[3], labels) > 0.5)
+        ce.append(c)
+    ok = torch.stack(ok, 1)  # (N, R)
+    first_k = torch.arange(runs)[None, :]
+    result = {"images": int(len(rows)), "runs": runs, "seeds": [cfg.seed + seed_stride * r for r in range(runs)],
+              "p_correct_fraction": [ok[:, r].float().mean().item() for r in range(runs)],
+              "mean_best_ce": [c.mean().item() for c in ce], "blocks": {}}
+    for block in BLOCKS:
+        sols = torch.stack([reps[block] for reps in per_run], 1)  # (N, R, *S)
+        curve = []
+        for k in range(1, runs + 1):
+            vals = n_eff_batched(sols, ok & (first_k < k))
+            has = ~vals.isnan()
+            curve.append({"runs": k, "n_eff": vals[has].mean().item() if bool(has.any()) else None,
+                          "images": int(has.sum())})
+        result["blocks"][block] = curve
+
+    if out_dir is not None:
+        from .plots import plot_xy
+        from .runs import atomic_write_json
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "diversity.json", result)
+        series = {}
+        for b, curve in result["blocks"].items():
+            pts = [(c["runs"], c["n_eff"]) for c in curve if c["n_eff"] is not None]
+            series[f"block {b}"] = ([p[0] for p in pts], [p[1] for p in pts])
+        series["n_eff = runs"] = (list(range(1, runs + 1)), list(range(1, runs + 1)))
+        plot_xy(series, "independent runs", "N_eff of correct solutions", out / "diversity.png",
+                title=f"diversity ({result['images']} images)")
+    return result

@@ -1,0 +1,127 @@
+import json
+import math
+
+import pytest
+import torch
+
+from repsearch.analysis import n_eff
+from repsearch.config import resolve
+from repsearch.data import prepare
+from repsearch.experiments import diversity, fitness_scaling, n_eff_batched, sample_images, scaled_population
+
+# Tiny search; the logits get enough search (large alpha) that p(correct) > 0.5 for most images.
+TINY = ["model.widths=[8,8,8]", "search.pop_size=12", "search.top_k=2", "search.n_explore=5", "search.n_refine=5",
+        "search.generations=[2,2,2,8]", "search.alpha.3=1.0", "data.subset=40"]
+
+
+def tiny(*extra):
+    return resolve("quickstart", [*TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def prep():
+    return prepare(tiny())
+
+
+def test_n_eff_is_one_for_identical_and_n_for_orthogonal():
+    v = torch.randn(1, 3, 4, 4)
+    assert n_eff(v.expand(5, -1, -1, -1)) == pytest.approx(1.0)
+    assert n_eff(torch.eye(6).reshape(6, 2, 3)) == pytest.approx(6.0)
+    # e1, e2, e3 and a scaled e1 again: (tr K)^2 / sum K^2 = 16 / 6
+    assert n_eff(torch.cat([2 * torch.eye(3), torch.eye(3)[:1]])) == pytest.approx(8 / 3)
+
+
+def test_batched_n_eff_matches_analysis_and_masks_solutions():
+    g = torch.Generator().manual_seed(0)
+    sols = torch.randn(4, 5, 2, 3, 3, generator=g)
+    sols[1, 2] = 3 * sols[1, 0]  # a scaled copy is the same direction
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 0, 1, 1, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    out = n_eff_batched(sols, mask)
+    for i in range(3):
+        assert out[i].item() == pytest.approx(n_eff(sols[i][mask[i]]), rel=1e-9)
+    assert out[2].item() == pytest.approx(1.0)  # one kept solution
+    assert math.isnan(out[3].item())  # none kept
+    eye = torch.eye(4).expand(2, 4, 4)
+    assert n_eff_batched(eye).tolist() == pytest.approx([4.0, 4.0])
+    assert n_eff_batched(torch.ones(2, 4, 7)).tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_scaled_population_keeps_the_paper_ratio_and_minimums():
+    assert scaled_population(240) == (20, 100, 120)
+    assert scaled_population(480) == (40, 200, 240)
+    for p in range(2, 300):
+        k, e, r = scaled_population(p)
+        assert k + e + r == p and k >= 1 and r >= 1 and e >= 0
+    with pytest.raises(Exception):
+        scaled_population(1)
+
+
+def test_fitness_scaling_sweeps_one_block_and_writes_files(prep, tmp_path):
+    cfg = tiny()
+    seen = []
+    res = fitness_scaling(prep, cfg, n_images=5, pop_sizes=(4, 12), generations=(0, 3), out_dir=tmp_path,
+                          progress=seen.append)
+    assert res["images"] == 5 and set(res["blocks"]) == {0, 1, 2}
+    assert len(seen) == 3 * 4
+    zero = []
+    for block, v in res["blocks"].items():
+        assert [r["pop_size"] for r in v["population"]] == [4, 12]
+        assert [r["generations"] for r in v["generations"]] == [0, 3]
+        for r in v["population"] + v["generations"]:
+            assert math.isfinite(r["mean_best_ce"]) and r["mean_best_ce"] >= 0
+        # Only block `block` evolves: P initial + g x (P - top_k) children + 3 carried forwards.
+        for r in v["population"]:
+            k, _, _ = scaled_population(r["pop_size"])
+            assert r["evaluations_per_image"] == r["pop_size"] + 2 * (r["pop_size"] - k) + 3
+        assert [r["evaluations_per_image"] for r in v["generations"]] == [12 + 3, 12 + 3 * 10 + 3]
+        g0, g3 = (r["mean_best_ce"] for r in v["generations"])
+        assert g3 <= g0 + 1e-5, (block, g0, g3)  # elitist: more generations never lose the best
+        zero.append(g0)
+    assert zero[0] == pytest.approx(zero[1], abs=1e-5) == pytest.approx(zero[2], abs=1e-5)  # nothing evolved
+    assert any(r["generations"][1]["mean_best_ce"] < r["generations"][0]["mean_best_ce"] - 1e-3
+               for r in res["blocks"].values())  # and search does improve somewhere
+    saved = json.loads((tmp_path / "scaling.json").read_text())
+    assert saved["blocks"]["2"]["generations"][1]["mean_best_ce"] == pytest.approx(
+        res["blocks"][2]["generations"][1]["mean_best_ce"])
+    for name in ("scaling_population.png", "scaling_generations.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_diversity_grows_with_runs_within_bounds_and_writes_files(prep, tmp_path):
+    res = diversity(prep, tiny(), n_images=5, runs=3, out_dir=tmp_path)
+    assert res["seeds"] == [0, 1000, 2000]
+    assert all(f > 0.5 for f in res["p_correct_fraction"])
+    for block, curve in res["blocks"].items():
+        assert [c["runs"] for c in curve] == [1, 2, 3]
+        vals = [c["n_eff"] for c in curve]
+        assert vals[0] == pytest.approx(1.0)  # one solution per image
+        for k, v in enumerate(vals, start=1):
+            assert 1 - 1e-9 <= v <= k + 1e-9
+        for a, b in zip(vals, vals[1:]):
+            assert b >= a - 0.1, (block, vals)
+        assert vals[-1] > 1.01, (block, vals)  # different seeds find different solutions
+    saved = json.loads((tmp_path / "diversity.json").read_text())
+    assert saved["blocks"]["1"][2]["n_eff"] == pytest.approx(res["blocks"][1][2]["n_eff"])
+    assert (tmp_path / "diversity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_identical_runs_give_n_eff_one(prep):
+    res = diversity(prep, tiny(), n_images=4, runs=3, seed_stride=0)
+    for curve in res["blocks"].values():
+        assert [c["images"] for c in curve] == [4, 4, 4]
+        assert [c["n_eff"] for c in curve] == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
+
+
+def test_unsolved_images_are_left_out(prep):
+    # No logit search: p(correct) stays near chance, so no run's solutions count.
+    res = diversity(prep, tiny("search.generations=[1,0,0,0]"), n_images=4, runs=2)
+    assert res["p_correct_fraction"] == [0.0, 0.0]
+    for curve in res["blocks"].values():
+        assert all(c["n_eff"] is None and c["images"] == 0 for c in curve)
+
+
+def test_image_choice_is_seeded_and_from_the_pool(prep):
+    a, b = sample_images(prep, 7, 0), sample_images(prep, 7, 0)
+    assert torch.equal(a, b) and len(set(a.tolist())) == 7
+    assert set(a.tolist()) <= set(prep.split.pool.tolist())
+    assert len(sample_images(prep, 10_000, 0)) == len(prep.split.pool)
