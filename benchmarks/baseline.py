@@ -39,6 +39,7 @@ def main():
                     "epochs": cfg.baseline.epochs, "test_accuracy": s["test_accuracy"],
                     "images_per_s": d["images_per_s"], "flop_bound_images_per_s": flop_bound,
                     "fraction_of_matmul_peak": d["images_per_s"] / flop_bound})
+        print(json.dumps(out[-1]), file=sys.stderr, flush=True)  # progress: one line per preset
     print(json.dumps({"references": ref, "results": out}, indent=2))
 
 
