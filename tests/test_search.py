@@ -159,3 +159,20 @@ def test_fast_path_agrees_with_plain_path():
         a, b = curves[True][layer][-1], curves[False][layer][-1]
         assert abs(a - b) <= 0.15 * max(a, b), (layer, a, b)
     assert curves[True][0][0] == pytest.approx(curves[False][0][0], rel=1e-4)  # same initial population
+
+
+def test_adaptive_stopping_never_stops_an_image_above_its_threshold():
+    cfg = tiny("search.target_ce=0.6", "search.patience=4", "search.generations=[6,4,4,3]",
+               "search.alpha=[0.3,0.2,0.1,0.1]", "data.subset=60")
+    prep = prepare(cfg)
+    net = build_search_network(cfg, prep, "cpu")
+    configure_search_mode(net, cfg.search)
+    x, y = _images_for(prep, prep.split.pool)
+    res = search_images(net, x, y, prep.split.pool.tolist(), cfg.search, cfg.seed)
+    s = cfg.search
+    full = s.pop_size + 3 + sum(g + s.patience for g in s.generations) * (s.n_explore + s.n_refine)
+    stopped_early = res.evaluations < full
+    assert stopped_early.any() and (~stopped_early).any()  # the threshold splits this batch
+    assert (res.ce[stopped_early] <= s.target_ce + 1e-6).all()
+    above = res.ce > s.target_ce
+    assert (res.evaluations[above] == full).all()  # images above target spent their whole budget
