@@ -305,7 +305,6 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
         net = net.to(dev)
     else:
         net = build_search_network(cfg, prep, dev)
-        configure_search_mode(net, s)
         cache = TargetCache.create(
             cache_path, config=cfg.to_dict(), fingerprint=fp, dataset=prep.dataset.name, indices=pool.numpy(),
             labels=prep.dataset.train_y[pool].numpy(), shapes=net.shapes, dtype=s.dtype,
