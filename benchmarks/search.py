@@ -21,17 +21,22 @@ from repsearch.search import (_flops_from, _images_for, build_search_network, ch
                               configure_search_mode, search_images)
 
 
-def measure(dataset, width, fast, images, gens, data_root):
+PATHS = {"plain": ("false", "[]"), "fast": ("true", "[]"), "compiled": ("true", "[0,1,2,3]")}
+
+
+def measure(dataset, width, path, images, gens, data_root):
+    fast, compiled = PATHS[path]
     cfg = resolve("cpu-mnist", [f"data.name={dataset}", f"model.widths=[{width},{width},{width}]",
-                                f"search.generations={gens}", f"search.fast={str(fast).lower()}",
+                                f"search.generations={gens}", f"search.fast={fast}", f"search.compile={compiled}",
                                 "data.subset=0"], **{"data.root": data_root})
     prep = prepare(cfg)
     net = build_search_network(cfg, prep, "cpu")
     configure_search_mode(net, cfg.search)
     chunk = min(images, chunk_size(net, cfg.search))
+    images = -(-images // chunk) * chunk  # whole chunks: a smaller last chunk would recompile a compiled graph
     rows = prep.split.pool[:images]
-    x, y = _images_for(prep, rows[:2])  # warm-up: one-time set-up (noise banks) is not throughput
-    search_images(net, x, y, rows[:2].tolist(), cfg.search, 0)
+    x, y = _images_for(prep, rows[:chunk])  # warm-up: one-time set-up (noise banks, compilation) is not throughput
+    search_images(net, x, y, rows[:chunk].tolist(), cfg.search, 0)
     totals = [[0, 0.0] for _ in range(4)]
     for a in range(0, images, chunk):
         x, y = _images_for(prep, rows[a:a + chunk])
@@ -49,7 +54,7 @@ def measure(dataset, width, fast, images, gens, data_root):
         # normalization and std passes: ~8 reads/writes of the representation, 4 bytes each
         out.append({"layer": l, "evaluations_per_s": rate, "flops_per_evaluation": _flops_from(net, l),
                     "achieved_flops": rate * _flops_from(net, l), "mutation_bytes_per_s": rate * size * 4 * 8})
-    return {"width": width, "fast": fast, "chunk_images": chunk, "images": images, "layers": out}
+    return {"width": width, "path": path, "chunk_images": chunk, "images": images, "layers": out}
 
 
 def main():
@@ -59,22 +64,26 @@ def main():
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--generations", default="[6,4,4,3]")
     p.add_argument("--data-root", default="data")
+    p.add_argument("--paths", default="plain,fast,compiled", help="plain: reference engine; fast: bank noise, "
+                   "skipped identity convs; compiled: fast + one torch.compile'd graph per generation")
     a = p.parse_args()
     ref = references()
     results = []
     for width in map(int, a.widths.split(",")):
-        for fast in (False, True):
-            r = measure(a.dataset, width, fast, a.images, a.generations, a.data_root)
+        for path in a.paths.split(","):
+            r = measure(a.dataset, width, path, a.images, a.generations, a.data_root)
             for layer in r["layers"]:
                 layer["fraction_of_matmul_peak"] = layer["achieved_flops"] / ref["matmul_peak_flops"]
                 layer["fraction_of_copy_bandwidth"] = layer["mutation_bytes_per_s"] / ref["copy_bandwidth_bytes_per_s"]
             results.append(r)
     speedups = {}
     for width in map(int, a.widths.split(",")):
-        plain = next(r for r in results if r["width"] == width and not r["fast"])
-        fast = next(r for r in results if r["width"] == width and r["fast"])
-        speedups[str(width)] = [f["evaluations_per_s"] / p["evaluations_per_s"] for f, p in zip(fast["layers"], plain["layers"])]
-    print(json.dumps({"dataset": a.dataset, "references": ref, "results": results, "fast_over_plain": speedups}, indent=2))
+        by_path = {r["path"]: r for r in results if r["width"] == width}
+        if "plain" in by_path:
+            speedups[str(width)] = {path: [f["evaluations_per_s"] / p["evaluations_per_s"]
+                                           for f, p in zip(r["layers"], by_path["plain"]["layers"])]
+                                    for path, r in by_path.items() if path != "plain"}
+    print(json.dumps({"dataset": a.dataset, "references": ref, "results": results, "over_plain": speedups}, indent=2))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ ARRAY_NAMES = ("block0", "block1", "block2", "logits")
 def search_fingerprint(cfg, dataset_fingerprint: str) -> str:
     """Everything that changes what the search writes (not chunking, memory or speed settings)."""
     s = dict(vars(cfg.search))
-    for k in ("chunk_images", "memory_gb", "fast", "dtype"):
+    for k in ("chunk_images", "memory_gb", "fast", "compile", "dtype"):
         s.pop(k)
     key = {"search": s, "model": vars(cfg.model), "data": {k: v for k, v in vars(cfg.data).items() if k not in ("root", "download")},
            "seed": cfg.seed, "dataset": dataset_fingerprint}

@@ -88,6 +88,10 @@ class SearchConfig:
     memory_gb: float = 3.0
     dtype: str = "float16"  # cache storage dtype
     fast: bool = True  # skip identity convs, fused mutation (see docs/performance.md)
+    # Search points (0-3) whose generations run as one torch.compile'd graph (CPU: needs a C++
+    # compiler; the first chunk pays ~10-30 s of compilation per point). Measured faster only at
+    # block 0 on CPU, so the CPU presets compile [0]; see docs/performance.md.
+    compile: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -248,6 +252,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"search.top_k must be in 1..pop_size ({s.pop_size}); got {s.top_k}")
     if s.n_explore < 0 or s.n_refine < 1:
         raise UserError("search.n_explore must be >= 0 and search.n_refine >= 1")
+    if any(p not in (0, 1, 2, 3) for p in s.compile):
+        raise UserError(f"search.compile lists search points 0-3 (blocks 0-2, logits); got {s.compile}")
     if len(cfg.model.widths) != 3 or min(cfg.model.widths) < 1:
         raise UserError(f"model.widths needs 3 positive widths; got {cfg.model.widths}")
     if not 0 < cfg.data.val_fraction < 1:

@@ -25,9 +25,12 @@ class PerImageRNG:
         self.generators = [torch.Generator(device=self.device).manual_seed(int(seed) * 1_000_003 + int(i) * 7919 + 17)
                            for i in list(image_ids)]
 
-    def subset(self, rows: torch.Tensor) -> "PerImageRNG":
+    def subset(self, rows: torch.Tensor, pad: int = 0) -> "PerImageRNG":
+        """The streams of `rows`, plus `pad` throwaway streams for padding rows (so padding never
+        advances a real image's stream)."""
         sub = PerImageRNG.__new__(PerImageRNG)
         sub.device, sub.generators = self.device, [self.generators[int(r)] for r in rows.tolist()]
+        sub.generators += [torch.Generator(device=self.device).manual_seed(2**62 + i) for i in range(pad)]
         return sub
 
     def randn(self, shape: tuple, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -65,16 +68,21 @@ class NoiseBank:
         With blur > 0 (conv maps only) the windows come from a copy of the bank smoothed once as
         H x W maps, at map-aligned offsets: the same as smoothing each child's noise afterwards,
         since smoothing is linear and acts per map (channel scaling commutes with it)."""
+        return windows(self.source(shape, blur), self.offsets(rng, shape, blur), shape)
+
+    def source(self, shape: tuple, blur: int = 0) -> torch.Tensor:
+        """The flat bank that windows of `shape` (M, *S) are read from: pre-smoothed for blurred maps."""
+        if blur > 0 and len(shape) == 4:
+            return self._smoothed_bank(shape[2], shape[3], blur)
+        return self.bank
+
+    def offsets(self, rng: "PerImageRNG", shape: tuple, blur: int = 0) -> torch.Tensor:
+        """(B, M) start offsets of the windows, from each image's own stream; map-aligned when blurred."""
         m, n = shape[0], math.prod(shape[1:])
         if blur > 0 and len(shape) == 4:
             hw = shape[2] * shape[3]
-            bank = self._smoothed_bank(shape[2], shape[3], blur)
-            offsets = rng.randint((len(bank) - n) // hw + 1, (m,)) * hw
-            windows = bank.unfold(0, n, hw)
-            return windows.index_select(0, offsets.flatten() // hw).reshape(offsets.shape[0], *shape)
-        offsets = rng.randint(len(self.bank) - n, (m,))  # (B, M)
-        windows = self.bank.unfold(0, n, 1)
-        return windows.index_select(0, offsets.flatten()).reshape(offsets.shape[0], *shape)
+            return rng.randint((len(self.source(shape, blur)) - n) // hw + 1, (m,)) * hw
+        return rng.randint(len(self.bank) - n, (m,))
 
     @classmethod
     def shared(cls, seed: int, device="cpu") -> "NoiseBank":
@@ -91,6 +99,14 @@ class NoiseBank:
             maps = self.bank[: len(self.bank) // (h * w) * h * w].reshape(-1, 1, h, w)
             self._smoothed[key] = smooth(maps, blur).reshape(-1)
         return self._smoothed[key]
+
+
+def windows(source: torch.Tensor, offsets: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """(B, M) offsets into a flat bank -> (B, M, *S) windows of prod(S) consecutive numbers."""
+    n = math.prod(shape[1:])
+    if torch.compiler.is_compiling():  # one indirect load that the compiler fuses into its consumer
+        return source[offsets[..., None] + torch.arange(n, device=source.device)].reshape(offsets.shape[0], *shape)
+    return source.unfold(0, n, 1).index_select(0, offsets.flatten()).reshape(offsets.shape[0], *shape)
 
 
 def gather(pop: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

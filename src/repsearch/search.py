@@ -99,6 +99,8 @@ class LayerEvolution:
     recomputed); `n_explore` explorers are bred from the parents at alpha x boost; `n_refine`
     refiners from parents and explorers at alpha. `ask` returns the children to score, `tell`
     takes their cross-entropies and forms the next population = parents + children.
+    `step` does ask, scoring and tell at once; with `compiled` it runs them as one compiled graph
+    (the fast path's fused generation, see docs/performance.md).
     """
 
     def __init__(self, pop: torch.Tensor, ce: torch.Tensor, sched: LayerSchedule, top_k: int, n_explore: int,
@@ -109,31 +111,39 @@ class LayerEvolution:
         self.smooth_target, self.rng, self.fast, self.bank = smooth_target, rng, fast, bank
         self._parents = None
 
-    def ask(self) -> torch.Tensor:
+    def draw(self) -> tuple:
+        """This generation's random numbers, from each image's own stream: (noise or bank offsets,
+        explorer parent picks (B, 2, E), refiner parent picks (B, 2, R))."""
         k = min(self.top_k, self.pop.shape[1])
-        order = self.ce.topk(k, dim=1, largest=False).indices
-        parents, parent_ce = ops.gather(self.pop, order), ops.gather(self.ce, order)
-        parent_std = ops.member_std(parents)
-        shape = tuple(self.pop.shape[2:])
-        m = self.n_explore + self.n_refine
-        s = self.sched
-        blur = s.blur
+        shape = (self.n_explore + self.n_refine, *self.pop.shape[2:])
         if self.bank is not None:
-            presmooth = self.smooth_target == "noise" and len(shape) == 3
-            noise = self.bank.draw(self.rng, (m, *shape), blur if presmooth else 0)
-            blur = 0 if presmooth else blur  # the bank's noise is already smoothed
+            noise = self.bank.offsets(self.rng, shape, self._bank_blur())
         else:
-            noise = self.rng.randn((m, *shape))
-        picks = self.rng.randint(k, (2, self.n_explore))
-        explorers = ops.mutate(parents, parent_std, picks[:, 0], picks[:, 1], noise[:, :self.n_explore],
-                               s.alpha * s.boost, blur, self.smooth_target, self.fast)
-        pool = torch.cat([parents, explorers], dim=1)
-        pool_std = torch.cat([parent_std, ops.member_std(explorers)], dim=1)
-        picks = self.rng.randint(k + self.n_explore, (2, self.n_refine))
-        refiners = ops.mutate(pool, pool_std, picks[:, 0], picks[:, 1], noise[:, self.n_explore:], s.alpha, blur,
-                              self.smooth_target, self.fast)
+            noise = self.rng.randn(shape)
+        return noise, self.rng.randint(k, (2, self.n_explore)), self.rng.randint(k + self.n_explore, (2, self.n_refine))
+
+    def _bank_blur(self) -> int:
+        """Blur baked into the bank (noise-only smoothing of conv maps is pre-applied there)."""
+        return self.sched.blur if self.smooth_target == "noise" and self.pop.dim() == 5 else 0
+
+    def _hyper(self) -> dict:
+        s = self.sched
+        return dict(top_k=self.top_k, n_explore=self.n_explore, alpha=s.alpha, boost=s.boost,
+                    blur=s.blur - (self._bank_blur() if self.bank is not None else 0),
+                    smooth_target=self.smooth_target, fast=self.fast)
+
+    def _noise(self, draws):
+        if self.bank is None:
+            return draws[0], None
+        shape = (self.n_explore + self.n_refine, *self.pop.shape[2:])
+        return self.bank.source(shape, self._bank_blur()), draws[0]
+
+    def ask(self) -> torch.Tensor:
+        draws = self.draw()
+        noise, offsets = self._noise(draws)
+        parents, parent_ce, children = breed(self.pop, self.ce, noise, offsets, draws[1], draws[2], **self._hyper())
         self._parents = (parents, parent_ce)
-        return torch.cat([explorers, refiners], dim=1)
+        return children
 
     def tell(self, children: torch.Tensor, children_ce: torch.Tensor) -> None:
         parents, parent_ce = self._parents
@@ -141,10 +151,77 @@ class LayerEvolution:
         self.ce = torch.cat([parent_ce, children_ce], dim=1)
         self._parents = None
 
+    def step(self, problem: "SearchProblem", layer: int, labels: torch.Tensor, compiled: bool = False) -> int:
+        """One generation: ask, score with the rest of the network, tell. With `compiled`, the whole
+        generation runs as one compiled graph. Returns the children scored per image."""
+        if not compiled:
+            children = self.ask()
+            self.tell(children, problem.cross_entropy(layer, children, labels))
+            return children.shape[1]
+        draws = self.draw()
+        noise, offsets = self._noise(draws)
+        self.pop, self.ce = _compiled_generation(problem.net, layer)(self.pop, self.ce, labels, noise, offsets,
+                                                                     draws[1], draws[2], **self._hyper())
+        problem.evaluations += labels.shape[0] * (self.n_explore + self.n_refine)
+        return self.n_explore + self.n_refine
+
     def best(self) -> tuple[torch.Tensor, torch.Tensor]:
         i = self.ce.argmin(dim=1)
         rows = torch.arange(len(i), device=i.device)
         return self.pop[rows, i], self.ce[rows, i]
+
+
+def breed(pop, ce, noise, offsets, picks_explore, picks_refine, *, top_k, n_explore, alpha, boost, blur,
+          smooth_target, fast):
+    """Select the top-k parents and breed explorers then refiners from them (pure: the random
+    numbers come in). `noise` is (B, M, *S) normals, or with `offsets` (B, M) the flat bank that
+    each child's noise is a window of. Returns parents, their CE, and the children (B, M, *S)."""
+    k = min(top_k, pop.shape[1])
+    order = ce.topk(k, dim=1, largest=False).indices
+    parents, parent_ce = ops.gather(pop, order), ops.gather(ce, order)
+    parent_std = ops.member_std(parents)
+    if offsets is not None:
+        noise = ops.windows(noise, offsets, (offsets.shape[1], *pop.shape[2:]))
+    explorers = ops.mutate(parents, parent_std, picks_explore[:, 0], picks_explore[:, 1], noise[:, :n_explore],
+                           alpha * boost, blur, smooth_target, fast)
+    pool = torch.cat([parents, explorers], dim=1)
+    pool_std = torch.cat([parent_std, ops.member_std(explorers)], dim=1)
+    refiners = ops.mutate(pool, pool_std, picks_refine[:, 0], picks_refine[:, 1], noise[:, n_explore:], alpha, blur,
+                          smooth_target, fast)
+    return parents, parent_ce, torch.cat([explorers, refiners], dim=1)
+
+
+def generation(net, layer, pop, ce, labels, noise, offsets, picks_explore, picks_refine, **hyper):
+    """A whole generation as one pure function (what the fast path compiles): breed, score the
+    children with the rest of the network, and form the next population."""
+    parents, parent_ce, children = breed(pop, ce, noise, offsets, picks_explore, picks_refine, **hyper)
+    b, m = children.shape[:2]
+    logits = net.forward_from(layer, children.reshape(b * m, *children.shape[2:])).float()
+    children_ce = F.cross_entropy(logits, labels.repeat_interleave(m), reduction="none").reshape(b, m)
+    return torch.cat([parents, children], dim=1), torch.cat([parent_ce, children_ce], dim=1)
+
+
+_COMPILED: dict = {}
+
+
+def _compiled_generation(net: Net, layer: int):
+    """`generation` at one search point of `net` under torch.compile, built once per process.
+
+    The network and the search point are closed over (the graph specializes on them; guards stay
+    cheap) and shapes are static: dynamic-shape kernels measured 25% slower, so each batch size
+    compiles its own graph (the recompile limit is raised to cover them)."""
+    key = (id(net), layer)
+    if key not in _COMPILED:
+        import torch._dynamo
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
+
+        def at_layer(pop, ce, labels, noise, offsets, picks_explore, picks_refine, **hyper):
+            return generation(net, layer, pop, ce, labels, noise, offsets, picks_explore, picks_refine, **hyper)
+
+        _COMPILED[key] = torch.compile(at_layer, dynamic=False)
+    return _COMPILED[key]
 
 
 @dataclass
@@ -204,21 +281,22 @@ def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_sea
                 active &= best_ce > s.target_ce
             if not bool(active.any()):
                 break
+            compiled = layer in s.compile
             if bool(active.all()):
-                children = evo.ask()
-                evo.tell(children, problem.cross_entropy(layer, children, y))
+                n_children = evo.step(problem, layer, y, compiled)
             else:
                 rows = active.nonzero().squeeze(1)
-                sub = LayerEvolution(evo.pop[rows], evo.ce[rows], sched, s.top_k, s.n_explore, s.n_refine,
-                                     s.smooth, rng.subset(rows), s.fast, bank)
-                children = sub.ask()
-                sub.tell(children, problem.cross_entropy(layer, children, y[rows]))
-                evo.pop, evo.ce = _scatter_population(evo.pop, evo.ce, rows, sub.pop, sub.ce)
-            evals += active.long() * children.shape[1]
+                padded = _pad_to_bucket(rows, b) if compiled else rows
+                sub = LayerEvolution(evo.pop[padded], evo.ce[padded], sched, s.top_k, s.n_explore, s.n_refine,
+                                     s.smooth, rng.subset(rows, pad=len(padded) - len(rows)), s.fast, bank)
+                n_children = sub.step(problem, layer, y[padded], compiled)
+                n = len(rows)
+                evo.pop, evo.ce = _scatter_population(evo.pop, evo.ce, rows, sub.pop[:n], sub.ce[:n])
+            evals += active.long() * n_children
             best_curve.append(evo.ce.min(1).values.sum().item())
             mean_curve.append(evo.ce.mean(1).sum().item())
             if progress is not None:
-                progress(layer, gen, children.shape[0] * children.shape[1])
+                progress(layer, gen, int(active.sum()) * n_children)
         fixed, best_ce = evo.best()
         result.reps.append(fixed)
         result.curves[layer] = {"best_sum": best_curve, "mean_sum": mean_curve, "count": b}
@@ -226,6 +304,14 @@ def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_sea
         result.layer_evaluations.append(problem.evaluations - e0)
     result.ce = best_ce
     return result
+
+
+def _pad_to_bucket(rows: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Active rows padded (repeating the first) up to a multiple of a quarter chunk: a compiled
+    generation then sees at most four batch sizes instead of one per count of active images."""
+    quarter = max(1, -(-chunk // 4))
+    size = min(chunk, -(-len(rows) // quarter) * quarter)
+    return torch.cat([rows, rows[:1].expand(size - len(rows))])
 
 
 def _scatter_population(pop, ce, rows, sub_pop, sub_ce):
