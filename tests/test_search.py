@@ -162,7 +162,7 @@ def test_fast_path_agrees_with_plain_path():
 
 
 def test_adaptive_stopping_never_stops_an_image_above_its_threshold():
-    cfg = tiny("search.target_ce=0.6", "search.patience=4", "search.generations=[6,4,4,3]",
+    cfg = tiny("search.target_ce=[0.6,0.6,0.6,0.6]", "search.patience=[4,4,4,4]", "search.generations=[6,4,4,3]",
                "search.alpha=[0.3,0.2,0.1,0.1]", "data.subset=60")
     prep = prepare(cfg)
     net = build_search_network(cfg, prep, "cpu")
@@ -170,11 +170,11 @@ def test_adaptive_stopping_never_stops_an_image_above_its_threshold():
     x, y = _images_for(prep, prep.split.pool)
     res = search_images(net, x, y, prep.split.pool.tolist(), cfg.search, cfg.seed)
     s = cfg.search
-    full = s.pop_size + 3 + sum(g + s.patience for g in s.generations) * (s.n_explore + s.n_refine)
+    full = s.pop_size + 3 + sum(g + p for g, p in zip(s.generations, s.patience)) * (s.n_explore + s.n_refine)
     stopped_early = res.evaluations < full
     assert stopped_early.any() and (~stopped_early).any()  # the threshold splits this batch
-    assert (res.ce[stopped_early] <= s.target_ce + 1e-6).all()
-    above = res.ce > s.target_ce
+    assert (res.ce[stopped_early] <= s.target_ce[3] + 1e-6).all()
+    above = res.ce > s.target_ce[3]
     assert (res.evaluations[above] == full).all()  # images above target spent their whole budget
 
 
@@ -183,7 +183,7 @@ def test_compiled_generation_matches_eager_search_with_adaptive_padding():
     what the eager fast path finds: same random draws, so per-image CE agrees to rounding."""
     results = {}
     for compiled in ("[]", "[0,3]"):
-        cfg = tiny("search.generations=[5,3,3,3]", "search.target_ce=0.8", "search.patience=2",
+        cfg = tiny("search.generations=[5,3,3,3]", "search.target_ce=[0.8,0.8,0.8,0.8]", "search.patience=[2,2,2,2]",
                    f"search.compile={compiled}", "data.subset=40")
         prep = prepare(cfg)
         net = build_search_network(cfg, prep, "cpu")

@@ -82,8 +82,10 @@ class SearchConfig:
     target_space: str = "normalized"  # "normalized": every search point is per-sample normalized
     bn: str = "calibrated"  # "calibrated": BN stats from clean images, frozen; "batch": paper's
     calib_images: int = 2000
-    target_ce: float = 0.0  # > 0: adaptive; an image stops once its best CE is below this
-    patience: int = 0  # adaptive: extra generations granted per layer to images still above target
+    # Adaptive compute, per search point: an image stops searching a point once its best CE there
+    # is below target_ce (0 = off), and images still above it get up to `patience` extra generations.
+    target_ce: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    patience: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     chunk_images: int = 0  # images searched at once; 0 = sized from memory_gb
     memory_gb: float = 3.0
     dtype: str = "float16"  # cache storage dtype
@@ -245,7 +247,7 @@ def validate(cfg: Config) -> None:
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}; got '{value}'")
     s = cfg.search
-    for name in ("generations", "alpha", "boost", "blur"):
+    for name in ("generations", "alpha", "boost", "blur", "target_ce", "patience"):
         if len(getattr(s, name)) != 4:
             raise UserError(f"search.{name} needs 4 values (blocks 0-2 and logits); got {getattr(s, name)}")
     if not 0 < s.top_k <= s.pop_size:

@@ -65,7 +65,7 @@ def _search_rows(net, prep, rows: torch.Tensor, cfg_search, seed: int, chunk: in
 def _fixed_budget(cfg_search):
     """A copy of the search config with adaptive stopping off: a sweep compares fixed budgets."""
     s = copy.deepcopy(cfg_search)
-    s.target_ce, s.patience = 0.0, 0
+    s.target_ce, s.patience = [0.0] * 4, [0] * 4
     return s
 
 

@@ -273,12 +273,11 @@ def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_sea
         evals += pop.shape[1]
         evo = LayerEvolution(pop, ce, sched, s.top_k, s.n_explore, s.n_refine, s.smooth, rng, s.fast, bank)
         best_curve, mean_curve = [evo.ce.min(1).values.sum().item()], [evo.ce.mean(1).sum().item()]
-        budget = sched.generations + (s.patience if s.target_ce > 0 else 0)
+        target = s.target_ce[layer]
+        budget = sched.generations + (s.patience[layer] if target > 0 else 0)
         for gen in range(budget):
             best_ce = evo.ce.min(1).values
-            active = (best_ce > s.target_ce) if s.target_ce > 0 else torch.ones(b, dtype=torch.bool, device=device)
-            if gen >= sched.generations:  # patience: extra generations only for images above target
-                active &= best_ce > s.target_ce
+            active = (best_ce > target) if target > 0 else torch.ones(b, dtype=torch.bool, device=device)
             if not bool(active.any()):
                 break
             compiled = layer in s.compile
@@ -398,7 +397,7 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
     configure_search_mode(net, s)
     chunk = cache.manifest["chunk_images"]
     todo = [c for c in range(cache.manifest["num_chunks"]) if c not in cache.done_chunks()]
-    budgets = [g + (s.patience if s.target_ce > 0 else 0) for g in s.generations]
+    budgets = [g + (p if t > 0 else 0) for g, t, p in zip(s.generations, s.target_ce, s.patience)]
     evals_per_image = s.pop_size + sum(budgets) * (s.n_explore + s.n_refine) + 3
     total_evals = evals_per_image * sum(cache.chunk_rows(c)[1] - cache.chunk_rows(c)[0] for c in todo)
     bar = tqdm(total=total_evals, desc="search", unit="eval", unit_scale=True, disable=not progress, dynamic_ncols=True)
@@ -448,7 +447,10 @@ def summarize_cache(cache, net, prep) -> dict:
         "searched_ce_mean": float(np.mean(arr["ce"])),
         "searched_ce_p90": float(np.quantile(arr["ce"], 0.9)), "searched_ce_max": float(np.max(arr["ce"])),
         "searched_accuracy": float(np.mean(np.argmax(arr["logits"], 1) == labels)),
+        "searched_ce_p50": float(np.quantile(arr["ce"], 0.5)), "searched_ce_p99": float(np.quantile(arr["ce"], 0.99)),
+        "searched_ce_fraction_at_most_0.01": float(np.mean(arr["ce"] <= 0.01)),
         "evaluations_per_image_mean": float(np.mean(arr["evals"])),
+        "evaluations_per_image_p10_p50_p90": [float(q) for q in np.quantile(arr["evals"], [0.1, 0.5, 0.9])],
         "evaluations_total": int(sum(layer_evals)),
         "layers": [{"layer": l, "ce_start": curves[l]["best"][0], "ce_end": curves[l]["best"][-1],
                     "evaluations": layer_evals[l], "seconds": layer_secs[l],
