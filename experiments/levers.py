@@ -35,6 +35,11 @@ def rows(base_subset: int) -> list[dict]:
         dict(name="depth-3", lever="learner groups per block", value=3, sets=["learn.groups_per_block=3"],
              learn_only=True),
         dict(name="width-32", lever="width", value=32, sets=["model.widths=[32,32,32]"]),
+        # options beyond the defaults (docs/method.md): measured on the same protocol
+        dict(name="loss-class-weighted", lever="loss", value="class_weighted", sets=["learn.loss=class_weighted"],
+             learn_only=True),
+        dict(name="smooth-child", lever="search smoothing", value="child", sets=["search.smooth=child"]),
+        dict(name="target-raw", lever="target space", value="raw", sets=["search.target_space=raw"]),
         # notes.md's reference point: 3,600 images, a shallow search (~880 evaluations/image), 40 epochs
         dict(name="reference", lever="notes.md reference", value="3600, x1/3, 40 ep",
              sets=["data.subset=3600", "search.generations=[20,10,10,2]", "learn.epochs=40"]),

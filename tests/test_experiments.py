@@ -125,3 +125,21 @@ def test_image_choice_is_seeded_and_from_the_pool(prep):
     assert torch.equal(a, b) and len(set(a.tolist())) == 7
     assert set(a.tolist()) <= set(prep.split.pool.tolist())
     assert len(sample_images(prep, 10_000, 0)) == len(prep.split.pool)
+
+
+def test_population_shape_study_spends_equal_evaluations(tmp_path):
+    """experiments/population_shape.py compares shapes at (nearly) equal evaluations per image,
+    the property the study rests on; runs on digits with a tiny network."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).parent.parent / "experiments" / "population_shape.py"
+    proc = subprocess.run([sys.executable, str(script), "--preset", "quickstart", "--out", str(tmp_path), "--images", "8",
+                           "--set", "model.widths=[8,8,8]", "--set", "search.alpha.3=1.0"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "population_shape.json").read_text())
+    evals = [r["evaluations_per_image"] for r in rows]
+    assert len(rows) == 4 and max(evals) <= 1.06 * min(evals)
+    assert [r["top_k"] for r in rows] == [2, 4, 8, 16]
+    assert all(0 <= r["searched_ce_mean"] < 10 for r in rows)
