@@ -47,9 +47,18 @@ def probe_features(h: torch.Tensor, max_dim: int = 2048) -> torch.Tensor:
 
 
 def linear_probe(train_x, train_y, val_x, val_y, num_classes: int, steps: int = 100, l2: float = 1e-4) -> float:
-    """Multinomial logistic regression (L-BFGS, full batch) on standardized features; val accuracy."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    xt, xv = (train_x - mean) / std, (val_x - mean) / std
+    """Multinomial logistic regression (L-BFGS, full batch) on standardized features; val accuracy.
+
+    A diagnostic must never end a long run: non-finite features are zeroed, near-constant ones are
+    not blown up by standardization, and if L-BFGS still fails the probe reports NaN."""
+    train_x, val_x = torch.nan_to_num(train_x, 0.0, 0.0, 0.0), torch.nan_to_num(val_x, 0.0, 0.0, 0.0)
+    mean, std = train_x.mean(0), train_x.std(0)
+    std = std.clamp_min(1e-3 * float(std.nan_to_num(0.0, 0.0, 0.0).median()) + 1e-8)
+
+    def standardize(x):
+        return torch.nan_to_num((x - mean) / std, 0.0, 0.0, 0.0).clamp(-20, 20)
+
+    xt, xv = standardize(train_x), standardize(val_x)
     w = torch.zeros(xt.shape[1], num_classes, requires_grad=True, device=xt.device)
     b = torch.zeros(num_classes, requires_grad=True, device=xt.device)
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
@@ -60,8 +69,13 @@ def linear_probe(train_x, train_y, val_x, val_y, num_classes: int, steps: int = 
         loss.backward()
         return loss
 
-    with torch.enable_grad():
-        opt.step(closure)
+    try:
+        with torch.enable_grad():
+            opt.step(closure)
+    except RuntimeError:  # line-search overflow on degenerate features
+        return float("nan")
+    if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+        return float("nan")
     with torch.no_grad():
         return ((xv @ w + b).argmax(1) == val_y).float().mean().item()
 
