@@ -201,3 +201,18 @@ def test_compiled_generation_matches_eager_search_with_adaptive_padding():
 def test_compile_list_is_validated():
     with pytest.raises(UserError, match="search.compile"):
         tiny("search.compile=[4]")
+
+
+def test_cache_from_before_per_point_adaptive_lists_is_still_accepted(tmp_path):
+    """Caches written when target_ce/patience were scalars carry the legacy fingerprint: with
+    adaptive compute off they describe the same search and are reused; with it on, refused."""
+    from repsearch.cache import search_fingerprint
+    cfg = tiny("data.subset=12")
+    prep = prepare(cfg)
+    run_search(prep, cfg, tmp_path / "c", progress=False)
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    manifest["fingerprint"] = search_fingerprint(cfg, prep.dataset.fingerprint(), legacy=True)
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    run_search(prep, cfg, tmp_path / "c", progress=False)  # reused, no error
+    with pytest.raises(UserError, match="another dataset/network/search config"):
+        run_search(prep, tiny("data.subset=12", "search.target_ce=[0,0,0,0.5]"), tmp_path / "c", progress=False)

@@ -27,14 +27,28 @@ FORMAT_VERSION = 1
 ARRAY_NAMES = ("block0", "block1", "block2", "logits")
 
 
-def search_fingerprint(cfg, dataset_fingerprint: str) -> str:
-    """Everything that changes what the search writes (not chunking, memory or speed settings)."""
+def search_fingerprint(cfg, dataset_fingerprint: str, legacy: bool = False) -> str:
+    """Everything that changes what the search writes (not chunking, memory or speed settings).
+
+    `legacy`: the form used before `search.target_ce`/`patience` became per-point lists, when they
+    were scalars; with adaptive compute off, the two forms describe the same search."""
     s = dict(vars(cfg.search))
     for k in ("chunk_images", "memory_gb", "fast", "compile", "dtype"):
         s.pop(k)
+    if legacy:
+        s["target_ce"], s["patience"] = 0.0, 0
     key = {"search": s, "model": vars(cfg.model), "data": {k: v for k, v in vars(cfg.data).items() if k not in ("root", "download")},
            "seed": cfg.seed, "dataset": dataset_fingerprint}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def accepted_fingerprints(cfg, dataset_fingerprint: str, suffix: str = "") -> tuple[str, ...]:
+    """Fingerprints of caches this config may reuse: the current form, and with adaptive compute
+    off also the legacy scalar form (caches written by earlier versions stay usable)."""
+    fps = [search_fingerprint(cfg, dataset_fingerprint) + suffix]
+    if not any(cfg.search.target_ce):
+        fps.append(search_fingerprint(cfg, dataset_fingerprint, legacy=True) + suffix)
+    return tuple(fps)
 
 
 class TargetCache:
@@ -66,7 +80,7 @@ class TargetCache:
         return cls(path, manifest)
 
     @classmethod
-    def open(cls, path: Path, fingerprint: str | None = None) -> "TargetCache":
+    def open(cls, path: Path, fingerprint: str | tuple[str, ...] | None = None) -> "TargetCache":
         path = Path(path)
         mf = path / "manifest.json"
         if not mf.exists():
@@ -75,9 +89,10 @@ class TargetCache:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise UserError(f"target cache {path} has format {manifest.get('format_version')}, this version reads "
                             f"{FORMAT_VERSION}; re-run the search")
-        if fingerprint is not None and manifest["fingerprint"] != fingerprint:
+        accepted = (fingerprint,) if isinstance(fingerprint, str) else fingerprint
+        if accepted is not None and manifest["fingerprint"] not in accepted:
             raise UserError(f"target cache {path} was made for another dataset/network/search config "
-                            f"(fingerprint {manifest['fingerprint']} != {fingerprint}); use a new cache directory "
+                            f"(fingerprint {manifest['fingerprint']} != {accepted[0]}); use a new cache directory "
                             "or the config it was made with (see its manifest.json)")
         return cls(path, manifest)
 

@@ -91,7 +91,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .cache import TargetCache, search_fingerprint
+    from .cache import TargetCache, accepted_fingerprints
     from .data import prepare
     from .learn import train_from_cache
     cfg = _resolve(args)
@@ -99,7 +99,7 @@ def cmd_train(args) -> int:
     if not args.cache:
         raise UserError("train needs --cache DIR (a target cache written by 'repsearch search')")
     prep = prepare(cfg)
-    cache = TargetCache.open(args.cache, search_fingerprint(cfg, prep.dataset.fingerprint()))
+    cache = TargetCache.open(args.cache, accepted_fingerprints(cfg, prep.dataset.fingerprint()))
     cache.require_complete()
     run = _run_dir(args, "train", cfg)
     _, summary = train_from_cache(prep, cfg, cache, run, progress=not args.no_progress)

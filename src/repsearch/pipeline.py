@@ -44,8 +44,8 @@ def run_seed(cfg, root: Path, progress: bool = True) -> dict:
     seed_dir.mkdir(parents=True, exist_ok=True)
     cache_path = seed_dir / "cache"
     if (cache_path / "manifest.json").exists() and json.loads((cache_path / "manifest.json").read_text()).get("complete"):
-        from .cache import search_fingerprint
-        cache = TargetCache.open(cache_path, search_fingerprint(cfg, prep.dataset.fingerprint()))
+        from .cache import accepted_fingerprints
+        cache = TargetCache.open(cache_path, accepted_fingerprints(cfg, prep.dataset.fingerprint()))
         search_summary = cache.manifest["summary"]
     else:
         cache, search_summary = run_search(prep, cfg, cache_path, progress=progress)

@@ -371,7 +371,7 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
     """Search every image of the pool (train + validation), or the first `limit`, into a target
     cache at `cache_path`; resumes a matching partial cache; returns (cache, summary)."""
     from tqdm import tqdm
-    from .cache import TargetCache, search_fingerprint
+    from .cache import TargetCache, accepted_fingerprints
     s, dev = cfg.search, prep.device
     if s.top_k + s.n_explore + s.n_refine != s.pop_size:
         from .errors import UserError
@@ -380,10 +380,11 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
     pool = prep.split.pool
     if limit:
         pool = pool[:limit]
-    fp = search_fingerprint(cfg, prep.dataset.fingerprint()) + (f"-limit{limit}" if limit else "")
+    fps = accepted_fingerprints(cfg, prep.dataset.fingerprint(), f"-limit{limit}" if limit else "")
+    fp = fps[0]
     cache_path = Path(cache_path)
     if (cache_path / "manifest.json").exists():
-        cache = TargetCache.open(cache_path, fp)
+        cache = TargetCache.open(cache_path, fps)
         net = build_net(cfg.model, prep.dataset.shape, prep.dataset.num_classes, groups_per_block=1,
                         normalize_outputs=s.target_space == "normalized", init="dirac")
         net.load_state_dict(torch.load(cache_path / "network.pt", weights_only=True))
