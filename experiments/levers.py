@@ -77,7 +77,12 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 4))
     labels = [f"{r['lever']}\n{r['value']}" for r in results]
-    ax.bar(range(len(results)), [r["summary"]["gap_points"] for r in results], color="tab:red")
+    gaps = [r["summary"]["gap_points"] for r in results]
+    top = max(12.0, 1.2 * sorted(gaps)[-3]) if len(gaps) > 2 else max(gaps + [1.0]) * 1.2
+    ax.bar(range(len(results)), [min(g, top) for g in gaps], color="tab:red")
+    for i, g in enumerate(gaps):  # every gap written on its bar; bars past the axis are cut
+        ax.text(i, min(g, top), f"{g:.1f}", ha="center", va="bottom", fontsize=7)
+    ax.set_ylim(0, top * 1.08)
     ax.set_xticks(range(len(results)), labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("SGD - search-based test accuracy (points)")
     ax.set_title(f"Learnability gap by lever ({results[0]['summary']['dataset']})")
