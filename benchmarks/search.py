@@ -27,6 +27,7 @@ PATHS = {"plain": ("false", "[]"), "fast": ("true", "[]"), "compiled": ("true", 
 def measure(dataset, width, path, images, gens, data_root):
     fast, compiled = PATHS[path]
     cfg = resolve("cpu-mnist", [f"data.name={dataset}", f"model.widths=[{width},{width},{width}]",
+                                "search.pop_size=24", "search.top_k=4", "search.n_explore=10", "search.n_refine=10",
                                 f"search.generations={gens}", f"search.fast={fast}", f"search.compile={compiled}",
                                 "data.subset=0"], **{"data.root": data_root})
     prep = prepare(cfg)

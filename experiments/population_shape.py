@@ -3,7 +3,7 @@ generations, or the reverse. Which reaches a lower searched CE per second?
 
     python experiments/population_shape.py --preset cpu-mnist --data-root data --out runs/popshape [--images 400]
 
-Every shape keeps the preset's parent:explorer:refiner ratio and spends the same evaluations
+Every shape keeps the 1:2.5:2.5 parent:explorer:refiner ratio and spends the same evaluations
 per image (children per generation x generations); each searches the same images into
 OUT/<shape>/. Writes OUT/population_shape.json and .md.
 """
