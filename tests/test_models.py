@@ -1,7 +1,8 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
-from repsearch.models import Net, sample_normalize
+from repsearch.models import Net, from_phases, phase_max_pool, pool_phase_order, sample_normalize, to_phases
 
 
 def make(widths=(16, 16, 16), groups=1, **kw):
@@ -73,3 +74,25 @@ def test_sample_normalize():
     n = sample_normalize(h)
     assert torch.allclose(n.mean((1, 2, 3)), torch.zeros(5), atol=1e-5)
     assert torch.allclose(n.var((1, 2, 3), unbiased=False), torch.ones(5), atol=1e-4)
+
+
+@pytest.mark.parametrize("h,w", [(13, 13), (6, 6), (7, 4), (3, 3)])
+def test_pool_phase_order_turns_pooling_into_a_max_over_planes(h, w):
+    order = pool_phase_order(h, w)
+    assert torch.equal(order.sort().values, torch.arange(h * w))  # a permutation
+    x = torch.randn(3, 5, h, w)
+    assert torch.equal(from_phases(to_phases(x)), x)
+    assert torch.equal(phase_max_pool(to_phases(x)), F.max_pool2d(x, 2))
+
+
+def test_forward_from_phase_ordered_maps_equals_forward_from_true_order():
+    net = make(widths=(16, 16, 16), groups=2, normalize_outputs=True).eval()
+    reps = net.representations(torch.randn(4, 3, 32, 32))
+    with pytest.raises(ValueError, match="identity"):  # needs the fast path's identity marks
+        net.forward_from(0, to_phases(reps[0]), phases=True)
+    net.mark_identity_convs()
+    assert not net.phases_allowed(2)  # the head has no pool to fold
+    for layer in (0, 1):
+        assert net.phases_allowed(layer)
+        assert torch.allclose(net.forward_from(layer, to_phases(reps[layer]), phases=True),
+                              net.forward_from(layer, reps[layer]), atol=1e-5)

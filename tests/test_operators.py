@@ -97,3 +97,12 @@ def test_slice_maxpool_equals_max_pool2d():
     for size in (13, 14, 7, 3):
         x = torch.randn(4, 5, size, size)
         assert torch.equal(MaxPool2()(x), torch.nn.functional.max_pool2d(x, 2))
+
+
+def test_phase_ordered_bank_windows_are_the_true_windows_reordered():
+    from repsearch.models import to_phases
+    bank = ops.NoiseBank(0, size=1 << 16)
+    shape = (3, 4, 7, 7)
+    true = bank.draw(ops.PerImageRNG(0, [1, 2]), shape, blur=2)
+    phased = bank.draw(ops.PerImageRNG(0, [1, 2]), shape, blur=2, phases=True)
+    assert torch.equal(phased, to_phases(true))

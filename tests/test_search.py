@@ -13,8 +13,8 @@ from repsearch.cache import TargetCache
 from repsearch.config import resolve
 from repsearch.data import prepare
 from repsearch.errors import UserError
-from repsearch.search import (_images_for, build_search_network, configure_search_mode, run_search,
-                              search_images)
+from repsearch.search import (LayerSchedule, _images_for, build_search_network, configure_search_mode, run_search,
+                              search_images, use_pool_phases)
 
 from .conftest import need
 
@@ -216,3 +216,24 @@ def test_cache_from_before_per_point_adaptive_lists_is_still_accepted(tmp_path):
     run_search(prep, cfg, tmp_path / "c", progress=False)  # reused, no error
     with pytest.raises(UserError, match="another dataset/network/search config"):
         run_search(prep, tiny("data.subset=12", "search.target_ce=[0,0,0,0.5]"), tmp_path / "c", progress=False)
+
+
+@pytest.mark.parametrize("compiled", ["[]", "[0,1]"])
+def test_pool_phase_layout_changes_speed_not_the_search(compiled):
+    """Blocks 0-1 searched in pooling-phase pixel order find the same representations (in the true
+    order) as the search in the true order: same draws, equal up to float summation order."""
+    results = {}
+    for phases in ("true", "false"):
+        cfg = tiny("search.generations=[5,3,3,2]", f"search.pool_phases={phases}", f"search.compile={compiled}",
+                   "data.subset=20")
+        prep = prepare(cfg)
+        net = build_search_network(cfg, prep, "cpu")
+        configure_search_mode(net, cfg.search)
+        x, y = _images_for(prep, prep.split.pool)
+        used = [use_pool_phases(net, l, cfg.search, LayerSchedule.from_config(cfg.search, l), bank=True) for l in range(4)]
+        assert used == ([True, True, False, False] if phases == "true" else [False] * 4)  # 7x7 and 3x3 maps
+        results[phases] = search_images(net, x, y, prep.split.pool.tolist(), cfg.search, cfg.seed)
+    on, off = results["true"], results["false"]
+    assert torch.allclose(on.ce, off.ce, rtol=1e-4, atol=1e-5)
+    for a, b in zip(on.reps, off.reps):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -33,8 +33,8 @@ def search_fingerprint(cfg, dataset_fingerprint: str, legacy: bool = False) -> s
     `legacy`: the form used before `search.target_ce`/`patience` became per-point lists, when they
     were scalars; with adaptive compute off, the two forms describe the same search."""
     s = dict(vars(cfg.search))
-    for k in ("chunk_images", "memory_gb", "fast", "compile", "dtype"):
-        s.pop(k)
+    for k in ("chunk_images", "memory_gb", "fast", "compile", "pool_phases", "dtype"):
+        s.pop(k, None)
     if legacy:
         s["target_ce"], s["patience"] = 0.0, 0
     key = {"search": s, "model": vars(cfg.model), "data": {k: v for k, v in vars(cfg.data).items() if k not in ("root", "download")},

@@ -94,6 +94,9 @@ class SearchConfig:
     # compiler; the first chunk pays ~10-30 s of compilation per point). Measured faster only at
     # block 0 on CPU, so the CPU presets compile [0]; see docs/performance.md.
     compile: list[int] = field(default_factory=list)
+    # Fast path at blocks 0-1: keep the population's pixels in pooling-phase order so that scoring
+    # pools by a max over contiguous planes (exact: same search up to float rounding; speed only).
+    pool_phases: bool = True
 
 
 @dataclass

@@ -86,7 +86,11 @@ class ConvGroup(nn.Module):
         self.norm1, self.norm2 = BatchNorm(cout, **bn_kw), BatchNorm(cout, **bn_kw)
 
     def forward(self, x):
-        x = F.gelu(self.norm1(self.pool(self.conv1(x))))
+        return self.after_pool(self.pool(self.conv1(x)))
+
+    def after_pool(self, x):
+        """The group from its first BatchNorm on (what follows conv1 and the pool)."""
+        x = F.gelu(self.norm1(x))
         return F.gelu(self.norm2(self.conv2(x)))
 
 
@@ -185,11 +189,34 @@ class Net(nn.Module):
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.whiten(x)
 
-    def forward_from(self, layer: int, h: torch.Tensor) -> torch.Tensor:
-        """Logits from the representation `h` at search point `layer` (0-2 blocks, 3 logits)."""
-        for stage in self.stages[layer + 1:]:
+    def forward_from(self, layer: int, h: torch.Tensor, phases: bool = False) -> torch.Tensor:
+        """Logits from the representation `h` at search point `layer` (0-2 blocks, 3 logits).
+
+        With `phases`, h's pixels are in `pool_phase_order` (a search-only layout, see there) and
+        the next stage's first conv must be an identity: its 2x2 pool is then a max over four
+        contiguous planes instead of a strided gather."""
+        start = layer + 1
+        if phases:
+            h = self._stage_from_pooled(start, phase_max_pool(h))
+            start += 1
+        for stage in self.stages[start:]:
             h = stage(h)
         return h if layer == 3 else self.head(h)
+
+    def phases_allowed(self, layer: int) -> bool:
+        """Whether `forward_from(layer, h, phases=True)` applies: a block output followed by a
+        stage whose first conv is an identity (the fast path's `mark_identity_convs`)."""
+        return layer + 1 < len(self.stages) and self.stages[layer + 1][0][0].conv1.is_identity
+
+    def _stage_from_pooled(self, i: int, pooled: torch.Tensor) -> torch.Tensor:
+        if not self.phases_allowed(i - 1):
+            raise ValueError(f"stage {i}'s first conv is not a marked identity: phase-ordered input needs one")
+        block, *post = self.stages[i]
+        first, *groups = block
+        h = first.after_pool(pooled)
+        for module in (*groups, *post):
+            h = module(h)
+        return h
 
     def representations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[H^(0), H^(1), H^(2), logits] for a batch of images."""
@@ -203,6 +230,41 @@ class Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_from(-1, self.stem(x))
+
+
+def pool_phase_order(h: int, w: int) -> torch.Tensor:
+    """A pixel order for an h x w map in which 2x2 max pooling (floor mode) is a max over four
+    contiguous planes: the pixels at (even, even), (even, odd), (odd, even), (odd, odd) offsets of
+    the pooled grid, then the pixels pooling drops (odd last row/column).
+
+    The search's mutation is elementwise per channel and its statistics (channel std, per-sample
+    normalization) ignore pixel order, so a population can live in this order while its noise is
+    pre-smoothed in the true order: scoring then skips the strided gather of the pool."""
+    idx = torch.arange(h * w).reshape(h, w)
+    ph, pw = h // 2 * 2, w // 2 * 2
+    planes = [idx[dy:ph:2, dx:pw:2].reshape(-1) for dy in (0, 1) for dx in (0, 1)]
+    dropped = torch.ones(h * w, dtype=torch.bool)
+    dropped[torch.cat(planes)] = False
+    return torch.cat(planes + [idx.reshape(-1)[dropped]])
+
+
+def phase_max_pool(h: torch.Tensor) -> torch.Tensor:
+    """2x2 max pooling of (N, C, H, W) maps whose pixels are in `pool_phase_order`."""
+    n, c, hh, ww = h.shape
+    q = (hh // 2) * (ww // 2)
+    return h.reshape(n, c, hh * ww)[..., :4 * q].reshape(n, c, 4, q).amax(2).reshape(n, c, hh // 2, ww // 2)
+
+
+def to_phases(h: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) maps -> the same maps with pixels in `pool_phase_order` (shape kept)."""
+    order = pool_phase_order(h.shape[-2], h.shape[-1]).to(h.device)
+    return h.flatten(-2)[..., order].reshape(h.shape)
+
+
+def from_phases(h: torch.Tensor) -> torch.Tensor:
+    """Inverse of `to_phases`."""
+    inverse = pool_phase_order(h.shape[-2], h.shape[-1]).argsort().to(h.device)
+    return h.flatten(-2)[..., inverse].reshape(h.shape)
 
 
 def build_net(cfg_model, in_shape, num_classes, groups_per_block=1, normalize_outputs=False, init="dirac") -> Net:

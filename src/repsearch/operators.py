@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .models import sample_normalize
+from .models import pool_phase_order, sample_normalize
 
 
 class PerImageRNG:
@@ -62,18 +62,22 @@ class NoiseBank:
         self.bank = torch.randn(size, generator=g, device=device)
         self._smoothed: dict = {}
 
-    def draw(self, rng: "PerImageRNG", shape: tuple, blur: int = 0) -> torch.Tensor:
+    def draw(self, rng: "PerImageRNG", shape: tuple, blur: int = 0, phases: bool = False) -> torch.Tensor:
         """(B, M, *S) normals: M windows per image, each of prod(S) numbers.
 
         With blur > 0 (conv maps only) the windows come from a copy of the bank smoothed once as
         H x W maps, at map-aligned offsets: the same as smoothing each child's noise afterwards,
-        since smoothing is linear and acts per map (channel scaling commutes with it)."""
-        return windows(self.source(shape, blur), self.offsets(rng, shape, blur), shape)
+        since smoothing is linear and acts per map (channel scaling commutes with it). With
+        `phases` (blurred maps only) each smoothed map's pixels come in `pool_phase_order`."""
+        return windows(self.source(shape, blur, phases), self.offsets(rng, shape, blur), shape)
 
-    def source(self, shape: tuple, blur: int = 0) -> torch.Tensor:
-        """The flat bank that windows of `shape` (M, *S) are read from: pre-smoothed for blurred maps."""
+    def source(self, shape: tuple, blur: int = 0, phases: bool = False) -> torch.Tensor:
+        """The flat bank that windows of `shape` (M, *S) are read from: pre-smoothed for blurred
+        maps, and then optionally with each map's pixels in pooling-phase order."""
         if blur > 0 and len(shape) == 4:
-            return self._smoothed_bank(shape[2], shape[3], blur)
+            return self._smoothed_bank(shape[2], shape[3], blur, phases)
+        if phases:
+            raise ValueError("phase-ordered noise needs map-aligned windows (blurred conv maps)")
         return self.bank
 
     def offsets(self, rng: "PerImageRNG", shape: tuple, blur: int = 0) -> torch.Tensor:
@@ -93,11 +97,16 @@ class NoiseBank:
             _BANKS[key] = cls(seed, device=device)
         return _BANKS[key]
 
-    def _smoothed_bank(self, h: int, w: int, blur: int) -> torch.Tensor:
-        key = (h, w, blur)
+    def _smoothed_bank(self, h: int, w: int, blur: int, phases: bool = False) -> torch.Tensor:
+        key = (h, w, blur, phases)
         if key not in self._smoothed:
-            maps = self.bank[: len(self.bank) // (h * w) * h * w].reshape(-1, 1, h, w)
-            self._smoothed[key] = smooth(maps, blur).reshape(-1)
+            if phases:
+                order = pool_phase_order(h, w).to(self.bank.device)
+                maps = self._smoothed_bank(h, w, blur).reshape(-1, h * w)
+                self._smoothed[key] = maps[:, order].reshape(-1)
+            else:
+                maps = self.bank[: len(self.bank) // (h * w) * h * w].reshape(-1, 1, h, w)
+                self._smoothed[key] = smooth(maps, blur).reshape(-1)
         return self._smoothed[key]
 
 

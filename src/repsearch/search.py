@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import operators as ops
-from .models import BatchNorm, Net, build_net, sample_normalize
+from .models import BatchNorm, Net, build_net, from_phases, sample_normalize, to_phases
 
 
 def build_search_network(cfg, prep, device: str) -> Net:
@@ -67,14 +67,14 @@ class SearchProblem:
         self.evaluations = 0
 
     @torch.no_grad()
-    def cross_entropy(self, layer: int, cands: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """cands (B, M, *S), labels (B,) -> CE (B, M)."""
+    def cross_entropy(self, layer: int, cands: torch.Tensor, labels: torch.Tensor, phases: bool = False) -> torch.Tensor:
+        """cands (B, M, *S), labels (B,) -> CE (B, M). `phases`: maps in pooling-phase pixel order."""
         b, m = cands.shape[:2]
         flat = cands.reshape(b * m, *cands.shape[2:])
         y = labels.repeat_interleave(m)
         out = torch.empty(b * m, device=cands.device)
         for i in range(0, b * m, self.max_rows):
-            logits = self.net.forward_from(layer, flat[i:i + self.max_rows]).float()
+            logits = self.net.forward_from(layer, flat[i:i + self.max_rows], phases).float()
             out[i:i + self.max_rows] = F.cross_entropy(logits, y[i:i + self.max_rows], reduction="none")
         self.evaluations += b * m
         return out.reshape(b, m)
@@ -100,15 +100,17 @@ class LayerEvolution:
     refiners from parents and explorers at alpha. `ask` returns the children to score, `tell`
     takes their cross-entropies and forms the next population = parents + children.
     `step` does ask, scoring and tell at once; with `compiled` it runs them as one compiled graph
-    (the fast path's fused generation, see docs/performance.md).
+    (the fast path's fused generation, see docs/performance.md). With `phases` the population's
+    maps keep their pixels in pooling-phase order (`models.pool_phase_order`) and so does the noise.
     """
 
     def __init__(self, pop: torch.Tensor, ce: torch.Tensor, sched: LayerSchedule, top_k: int, n_explore: int,
                  n_refine: int, smooth_target: str, rng: ops.PerImageRNG, fast: bool = True,
-                 bank: ops.NoiseBank | None = None):
+                 bank: ops.NoiseBank | None = None, phases: bool = False):
         self.pop, self.ce = pop, ce  # (B, P, *S), (B, P)
         self.sched, self.top_k, self.n_explore, self.n_refine = sched, top_k, n_explore, n_refine
         self.smooth_target, self.rng, self.fast, self.bank = smooth_target, rng, fast, bank
+        self.phases = phases
         self._parents = None
 
     def draw(self) -> tuple:
@@ -136,7 +138,7 @@ class LayerEvolution:
         if self.bank is None:
             return draws[0], None
         shape = (self.n_explore + self.n_refine, *self.pop.shape[2:])
-        return self.bank.source(shape, self._bank_blur()), draws[0]
+        return self.bank.source(shape, self._bank_blur(), self.phases), draws[0]
 
     def ask(self) -> torch.Tensor:
         draws = self.draw()
@@ -156,12 +158,13 @@ class LayerEvolution:
         generation runs as one compiled graph. Returns the children scored per image."""
         if not compiled:
             children = self.ask()
-            self.tell(children, problem.cross_entropy(layer, children, labels))
+            self.tell(children, problem.cross_entropy(layer, children, labels, self.phases))
             return children.shape[1]
         draws = self.draw()
         noise, offsets = self._noise(draws)
         self.pop, self.ce = _compiled_generation(problem.net, layer)(self.pop, self.ce, labels, noise, offsets,
-                                                                     draws[1], draws[2], **self._hyper())
+                                                                     draws[1], draws[2], phases=self.phases,
+                                                                     **self._hyper())
         problem.evaluations += labels.shape[0] * (self.n_explore + self.n_refine)
         return self.n_explore + self.n_refine
 
@@ -191,12 +194,12 @@ def breed(pop, ce, noise, offsets, picks_explore, picks_refine, *, top_k, n_expl
     return parents, parent_ce, torch.cat([explorers, refiners], dim=1)
 
 
-def generation(net, layer, pop, ce, labels, noise, offsets, picks_explore, picks_refine, **hyper):
+def generation(net, layer, pop, ce, labels, noise, offsets, picks_explore, picks_refine, phases=False, **hyper):
     """A whole generation as one pure function (what the fast path compiles): breed, score the
     children with the rest of the network, and form the next population."""
     parents, parent_ce, children = breed(pop, ce, noise, offsets, picks_explore, picks_refine, **hyper)
     b, m = children.shape[:2]
-    logits = net.forward_from(layer, children.reshape(b * m, *children.shape[2:])).float()
+    logits = net.forward_from(layer, children.reshape(b * m, *children.shape[2:]), phases).float()
     children_ce = F.cross_entropy(logits, labels.repeat_interleave(m), reduction="none").reshape(b, m)
     return torch.cat([parents, children], dim=1), torch.cat([parent_ce, children_ce], dim=1)
 
@@ -217,8 +220,8 @@ def _compiled_generation(net: Net, layer: int):
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
 
-        def at_layer(pop, ce, labels, noise, offsets, picks_explore, picks_refine, **hyper):
-            return generation(net, layer, pop, ce, labels, noise, offsets, picks_explore, picks_refine, **hyper)
+        def at_layer(pop, ce, labels, noise, offsets, picks_explore, picks_refine, phases=False, **hyper):
+            return generation(net, layer, pop, ce, labels, noise, offsets, picks_explore, picks_refine, phases, **hyper)
 
         _COMPILED[key] = torch.compile(at_layer, dynamic=False)
     return _COMPILED[key]
@@ -269,9 +272,12 @@ def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_sea
             pop = nxt[:, None]
         elif normalized:
             pop = sample_normalize(pop.flatten(0, 1)).reshape(pop.shape)
-        ce = problem.cross_entropy(layer, pop, y)
+        phases = use_pool_phases(net, layer, s, sched, bank)
+        if phases:
+            pop = to_phases(pop)
+        ce = problem.cross_entropy(layer, pop, y, phases)
         evals += pop.shape[1]
-        evo = LayerEvolution(pop, ce, sched, s.top_k, s.n_explore, s.n_refine, s.smooth, rng, s.fast, bank)
+        evo = LayerEvolution(pop, ce, sched, s.top_k, s.n_explore, s.n_refine, s.smooth, rng, s.fast, bank, phases)
         best_curve, mean_curve = [evo.ce.min(1).values.sum().item()], [evo.ce.mean(1).sum().item()]
         target = s.target_ce[layer]
         budget = sched.generations + (s.patience[layer] if target > 0 else 0)
@@ -287,7 +293,7 @@ def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_sea
                 rows = active.nonzero().squeeze(1)
                 padded = _pad_to_bucket(rows, b) if compiled else rows
                 sub = LayerEvolution(evo.pop[padded], evo.ce[padded], sched, s.top_k, s.n_explore, s.n_refine,
-                                     s.smooth, rng.subset(rows, pad=len(padded) - len(rows)), s.fast, bank)
+                                     s.smooth, rng.subset(rows, pad=len(padded) - len(rows)), s.fast, bank, phases)
                 n_children = sub.step(problem, layer, y[padded], compiled)
                 n = len(rows)
                 evo.pop, evo.ce = _scatter_population(evo.pop, evo.ce, rows, sub.pop[:n], sub.ce[:n])
@@ -297,12 +303,24 @@ def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_sea
             if progress is not None:
                 progress(layer, gen, int(active.sum()) * n_children)
         fixed, best_ce = evo.best()
+        if phases:
+            fixed = from_phases(fixed)
         result.reps.append(fixed)
         result.curves[layer] = {"best_sum": best_curve, "mean_sum": mean_curve, "count": b}
         result.layer_seconds.append(time.time() - t0)
         result.layer_evaluations.append(problem.evaluations - e0)
     result.ce = best_ce
     return result
+
+
+def use_pool_phases(net: Net, layer: int, cfg_search, sched: LayerSchedule, bank) -> bool:
+    """Whether search point `layer` keeps its population in pooling-phase pixel order: exact (the
+    same search up to float summation order) whenever the mutation does no spatial work of its own,
+    i.e. its noise comes pre-smoothed from the bank at map-aligned windows, and the next stage opens
+    with an identity conv and a pool. Speed only (`search.pool_phases`)."""
+    s = cfg_search
+    return (s.pool_phases and s.fast and bank is not None and s.smooth == "noise" and sched.blur > 0
+            and layer < 2 and net.phases_allowed(layer))
 
 
 def _pad_to_bucket(rows: torch.Tensor, chunk: int) -> torch.Tensor:
