@@ -72,20 +72,22 @@ class NoiseBank:
         return windows(self.source(shape, blur, phases), self.offsets(rng, shape, blur), shape)
 
     def source(self, shape: tuple, blur: int = 0, phases: bool = False) -> torch.Tensor:
-        """The flat bank that windows of `shape` (M, *S) are read from: pre-smoothed for blurred
-        maps, and then optionally with each map's pixels in pooling-phase order."""
+        """The bank that windows of `shape` (M, *S) are read from: flat, or for blurred maps
+        pre-smoothed and viewed as rows of one map each (windows then start at map boundaries, and
+        a compiled consumer reads each row with vector loads), optionally in pooling-phase order."""
         if blur > 0 and len(shape) == 4:
-            return self._smoothed_bank(shape[2], shape[3], blur, phases)
+            return self._smoothed_bank(shape[2], shape[3], blur, phases).reshape(-1, shape[2] * shape[3])
         if phases:
             raise ValueError("phase-ordered noise needs map-aligned windows (blurred conv maps)")
         return self.bank
 
     def offsets(self, rng: "PerImageRNG", shape: tuple, blur: int = 0) -> torch.Tensor:
-        """(B, M) start offsets of the windows, from each image's own stream; map-aligned when blurred."""
+        """(B, M) start offsets of the windows, from each image's own stream: elements of the flat
+        bank, or for blurred maps whole maps (rows of `source`)."""
         m, n = shape[0], math.prod(shape[1:])
         if blur > 0 and len(shape) == 4:
-            hw = shape[2] * shape[3]
-            return rng.randint((len(self.source(shape, blur)) - n) // hw + 1, (m,)) * hw
+            maps_per_window = n // (shape[2] * shape[3])
+            return rng.randint(len(self.source(shape, blur)) - maps_per_window + 1, (m,))
         return rng.randint(len(self.bank) - n, (m,))
 
     @classmethod
@@ -111,8 +113,12 @@ class NoiseBank:
 
 
 def windows(source: torch.Tensor, offsets: torch.Tensor, shape: tuple) -> torch.Tensor:
-    """(B, M) offsets into a flat bank -> (B, M, *S) windows of prod(S) consecutive numbers."""
+    """(B, M) offsets into a bank -> (B, M, *S) windows of prod(S) consecutive numbers. A 2-D
+    bank is read in whole rows (offsets count rows)."""
     n = math.prod(shape[1:])
+    if source.dim() == 2:
+        rows = offsets[..., None] + torch.arange(n // source.shape[1], device=source.device)
+        return source.index_select(0, rows.flatten()).reshape(offsets.shape[0], *shape)
     if torch.compiler.is_compiling():  # one indirect load that the compiler fuses into its consumer
         return source[offsets[..., None] + torch.arange(n, device=source.device)].reshape(offsets.shape[0], *shape)
     return source.unfold(0, n, 1).index_select(0, offsets.flatten()).reshape(offsets.shape[0], *shape)
