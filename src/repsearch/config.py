@@ -91,8 +91,9 @@ class SearchConfig:
     dtype: str = "float16"  # cache storage dtype
     fast: bool = True  # skip identity convs, fused mutation (see docs/performance.md)
     # Search points (0-3) whose generations run as one torch.compile'd graph (CPU: needs a C++
-    # compiler; the first chunk pays ~10-30 s of compilation per point). Measured faster only at
-    # block 0 on CPU, so the CPU presets compile [0]; see docs/performance.md.
+    # compiler; the first chunk pays ~10-30 s of compilation per point). Measured faster at the
+    # three blocks on CPU (not at the logits), so the CPU presets compile [0, 1, 2]; see
+    # docs/performance.md.
     compile: list[int] = field(default_factory=list)
     # Fast path at blocks 0-1: keep the population's pixels in pooling-phase order so that scoring
     # pools by a max over contiguous planes (exact: same search up to float rounding; speed only).

@@ -332,16 +332,15 @@ def _pad_to_bucket(rows: torch.Tensor, chunk: int) -> torch.Tensor:
 
 
 def _scatter_population(pop, ce, rows, sub_pop, sub_ce):
-    """Write an active subset's new population back; inactive images keep theirs (padded by
-    repeating their best so every image has the same population size)."""
+    """Write an active subset's new population back, in place (the population is the search's own
+    tensor); inactive images keep theirs, padded by repeating their best when the population grows
+    (a layer's first generation) so every image has the same population size."""
     if sub_pop.shape[1] != pop.shape[1]:
         grow = sub_pop.shape[1] - pop.shape[1]
         best = ce.argmin(1)
         r = torch.arange(len(best), device=ce.device)
         pop = torch.cat([pop, pop[r, best][:, None].expand(-1, grow, *pop.shape[2:])], dim=1)
         ce = torch.cat([ce, ce[r, best][:, None].expand(-1, grow)], dim=1)
-    pop = pop.clone()
-    ce = ce.clone()
     pop[rows], ce[rows] = sub_pop, sub_ce
     return pop, ce
 
