@@ -237,3 +237,24 @@ def test_pool_phase_layout_changes_speed_not_the_search(compiled):
     assert torch.allclose(on.ce, off.ce, rtol=1e-4, atol=1e-5)
     for a, b in zip(on.reps, off.reps):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_short_chunk_padded_to_the_compiled_size_keeps_each_images_result():
+    """A short last chunk runs padded to the compiled chunk size (no recompile); the padding rows
+    never leak into the images' results, evaluations or curves."""
+    cfg = tiny("data.subset=20", "search.target_ce=[0,0,0,0.5]", "search.patience=[0,0,0,2]")
+    prep = prepare(cfg)
+    net = build_search_network(cfg, prep, "cpu")
+    configure_search_mode(net, cfg.search)
+    rows = prep.split.pool[:5]
+    x, y = _images_for(prep, rows)
+    eager = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
+    cfg.search.compile = [3]
+    padded = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed, pad_to=8)
+    assert padded.ce.shape == (5,) and all(len(r) == 5 for r in padded.reps)
+    assert torch.allclose(eager.ce, padded.ce, rtol=1e-3, atol=1e-4)
+    assert torch.equal(eager.evaluations, padded.evaluations)
+    assert eager.layer_evaluations == padded.layer_evaluations
+    for layer in range(4):
+        assert padded.curves[layer]["count"] == 5
+        assert np.allclose(eager.curves[layer]["best_sum"], padded.curves[layer]["best_sum"], rtol=1e-3)

@@ -20,18 +20,22 @@ class PerImageRNG:
     other images share its batch or chunk, and a resumed search redraws exactly what it lost.
     """
 
-    def __init__(self, seed: int, image_ids, device="cpu"):
+    def __init__(self, seed: int, image_ids, device="cpu", pad: int = 0):
+        """`pad` throwaway streams follow the images' own (for padding rows: see `subset`)."""
         self.device = torch.device(device)
         self.generators = [torch.Generator(device=self.device).manual_seed(int(seed) * 1_000_003 + int(i) * 7919 + 17)
-                           for i in list(image_ids)]
+                           for i in list(image_ids)] + self._throwaway(pad)
 
     def subset(self, rows: torch.Tensor, pad: int = 0) -> "PerImageRNG":
         """The streams of `rows`, plus `pad` throwaway streams for padding rows (so padding never
         advances a real image's stream)."""
         sub = PerImageRNG.__new__(PerImageRNG)
         sub.device, sub.generators = self.device, [self.generators[int(r)] for r in rows.tolist()]
-        sub.generators += [torch.Generator(device=self.device).manual_seed(2**62 + i) for i in range(pad)]
+        sub.generators += sub._throwaway(pad)
         return sub
+
+    def _throwaway(self, n: int) -> list:
+        return [torch.Generator(device=self.device).manual_seed(2**62 + i) for i in range(n)]
 
     def randn(self, shape: tuple, out: torch.Tensor | None = None) -> torch.Tensor:
         if out is None:

@@ -251,12 +251,20 @@ def initial_population(net: Net, x: torch.Tensor, n_pop: int, noise_scale: float
 
 @torch.no_grad()
 def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_search, seed: int,
-                  progress=None, max_rows: int = 4096) -> ChunkResult:
-    """Search one chunk of images through all four search points; returns the best per point."""
+                  progress=None, max_rows: int = 4096, pad_to: int = 0) -> ChunkResult:
+    """Search one chunk of images through all four search points; returns the best per point.
+
+    `pad_to`: with compiled search points, a short chunk (the last one) is padded to this many
+    rows (copies of its first image on throwaway random streams) so that it reuses the graphs
+    compiled for full chunks instead of compiling its own; padding rows are dropped from the result."""
     s = cfg_search
     device = x.device
+    real = x.shape[0]
+    pad = max(0, pad_to - real) if s.compile else 0
+    if pad:
+        x, y = torch.cat([x, x[:1].expand(pad, *x.shape[1:])]), torch.cat([y, y[:1].expand(pad)])
     b = x.shape[0]
-    rng = ops.PerImageRNG(seed, image_ids, device)
+    rng = ops.PerImageRNG(seed, image_ids, device, pad=pad)
     bank = ops.NoiseBank.shared(seed, device) if s.fast else None
     problem = SearchProblem(net, max_rows)
     evals = torch.zeros(b, dtype=torch.int64, device=device)
@@ -265,7 +273,7 @@ def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_sea
     pop = initial_population(net, x, s.pop_size, s.init_noise, rng)
     fixed = None  # the best representation at the previous search point, (B, *S)
     for layer in range(4):
-        t0, e0 = time.time(), problem.evaluations
+        t0, e0 = time.time(), evals[:real].sum().item()
         sched = LayerSchedule.from_config(s, layer)
         if layer > 0:  # layer l starts from the forward of the best individual at l-1
             nxt = net.stages[layer](fixed) if layer < 3 else net.head(fixed)
@@ -278,13 +286,13 @@ def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_sea
         ce = problem.cross_entropy(layer, pop, y, phases)
         evals += pop.shape[1]
         evo = LayerEvolution(pop, ce, sched, s.top_k, s.n_explore, s.n_refine, s.smooth, rng, s.fast, bank, phases)
-        best_curve, mean_curve = [evo.ce.min(1).values.sum().item()], [evo.ce.mean(1).sum().item()]
+        best_curve, mean_curve = [evo.ce[:real].min(1).values.sum().item()], [evo.ce[:real].mean(1).sum().item()]
         target = s.target_ce[layer]
         budget = sched.generations + (s.patience[layer] if target > 0 else 0)
         for gen in range(budget):
             best_ce = evo.ce.min(1).values
             active = (best_ce > target) if target > 0 else torch.ones(b, dtype=torch.bool, device=device)
-            if not bool(active.any()):
+            if not bool(active[:real].any()):
                 break
             compiled = layer in s.compile
             if bool(active.all()):
@@ -298,18 +306,18 @@ def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_sea
                 n = len(rows)
                 evo.pop, evo.ce = _scatter_population(evo.pop, evo.ce, rows, sub.pop[:n], sub.ce[:n])
             evals += active.long() * n_children
-            best_curve.append(evo.ce.min(1).values.sum().item())
-            mean_curve.append(evo.ce.mean(1).sum().item())
+            best_curve.append(evo.ce[:real].min(1).values.sum().item())
+            mean_curve.append(evo.ce[:real].mean(1).sum().item())
             if progress is not None:
-                progress(layer, gen, int(active.sum()) * n_children)
+                progress(layer, gen, int(active[:real].sum()) * n_children)
         fixed, best_ce = evo.best()
         if phases:
             fixed = from_phases(fixed)
-        result.reps.append(fixed)
-        result.curves[layer] = {"best_sum": best_curve, "mean_sum": mean_curve, "count": b}
+        result.reps.append(fixed[:real])
+        result.curves[layer] = {"best_sum": best_curve, "mean_sum": mean_curve, "count": real}
         result.layer_seconds.append(time.time() - t0)
-        result.layer_evaluations.append(problem.evaluations - e0)
-    result.ce = best_ce
+        result.layer_evaluations.append(evals[:real].sum().item() - e0)  # real images' evaluations only
+    result.ce, result.evaluations = best_ce[:real], evals[:real]
     return result
 
 
@@ -429,7 +437,7 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
             _bar.set_description(f"search chunk {c + 1}/{cache.manifest['num_chunks']} layer {layer} gen {gen + 1}")
             _bar.update(n)
 
-        res = search_images(net, x, y, rows.tolist(), s, cfg.seed, progress=tick)
+        res = search_images(net, x, y, rows.tolist(), s, cfg.seed, progress=tick, pad_to=chunk)
         record = {"curves": _pad_curves(res.curves, budgets), "layer_seconds": res.layer_seconds,
                   "layer_evaluations": res.layer_evaluations,
                   "ce_mean": res.ce.mean().item(), "accuracy": (res.reps[3].argmax(1) == y).float().mean().item()}
