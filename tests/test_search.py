@@ -26,13 +26,19 @@ def tiny(*extra):
     return resolve("quickstart", [*TINY, *extra])
 
 
-def test_per_image_result_does_not_depend_on_batch_company():
-    cfg = tiny()
+def search_setup(cfg, n: int | None = None):
+    """The search network in search mode and the first n pool images (all by default)."""
     prep = prepare(cfg)
     net = build_search_network(cfg, prep, "cpu")
     configure_search_mode(net, cfg.search)
-    rows = prep.split.pool[:6]
+    rows = prep.split.pool[:n] if n else prep.split.pool
     x, y = _images_for(prep, rows)
+    return net, rows, x, y
+
+
+def test_per_image_result_does_not_depend_on_batch_company():
+    cfg = tiny()
+    net, rows, x, y = search_setup(cfg, 6)
     full = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
     pick = [4, 1]
     part = search_images(net, x[pick], y[pick], rows[pick].tolist(), cfg.search, cfg.seed)
@@ -129,12 +135,9 @@ def test_cache_reader_serves_rows_by_dataset_index(tmp_path):
 def test_search_on_real_fashion_mnist_makes_progress_at_every_layer(tmp_path, data_root):
     cfg = resolve("cpu-fashion", ["model.widths=[32,32,32]", "search.generations=[15,8,8,3]"],
                   **{"data.root": data_root})
-    prep = prepare(cfg)
-    net = build_search_network(cfg, prep, "cpu")
-    configure_search_mode(net, cfg.search)
-    x, y = _images_for(prep, prep.split.pool[:48])
+    net, rows, x, y = search_setup(cfg, 48)
     untrained = torch.nn.functional.cross_entropy(net(x), y).item()
-    _, summary = run_search(prep, cfg, tmp_path / "c", limit=48, progress=False)
+    _, summary = run_search(prepare(cfg), cfg, tmp_path / "c", limit=48, progress=False)
     for layer in summary["layers"]:
         assert layer["ce_end"] < layer["ce_start"], layer
     assert summary["searched_ce_mean"] < 0.4 * untrained, (summary["searched_ce_mean"], untrained)
@@ -149,11 +152,8 @@ def test_fast_path_agrees_with_plain_path():
     for fast in (True, False):
         cfg = tiny("search.generations=[10,6,6,3]", "data.subset=120", f"search.fast={str(fast).lower()}",
                    "search.alpha=[0.3,0.2,0.1,0.1]")
-        prep = prepare(cfg)
-        net = build_search_network(cfg, prep, "cpu")
-        configure_search_mode(net, cfg.search)
-        x, y = _images_for(prep, prep.split.pool)
-        res = search_images(net, x, y, prep.split.pool.tolist(), cfg.search, cfg.seed)
+        net, rows, x, y = search_setup(cfg)
+        res = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
         curves[fast] = [[v / res.curves[l]["count"] for v in res.curves[l]["best_sum"]] for l in range(4)]
     for layer in range(4):
         a, b = curves[True][layer][-1], curves[False][layer][-1]
@@ -164,11 +164,8 @@ def test_fast_path_agrees_with_plain_path():
 def test_adaptive_stopping_never_stops_an_image_above_its_threshold():
     cfg = tiny("search.target_ce=[0.6,0.6,0.6,0.6]", "search.patience=[4,4,4,4]", "search.generations=[6,4,4,3]",
                "search.alpha=[0.3,0.2,0.1,0.1]", "data.subset=60")
-    prep = prepare(cfg)
-    net = build_search_network(cfg, prep, "cpu")
-    configure_search_mode(net, cfg.search)
-    x, y = _images_for(prep, prep.split.pool)
-    res = search_images(net, x, y, prep.split.pool.tolist(), cfg.search, cfg.seed)
+    net, rows, x, y = search_setup(cfg)
+    res = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
     s = cfg.search
     full = s.pop_size + 3 + sum(g + p for g, p in zip(s.generations, s.patience)) * (s.n_explore + s.n_refine)
     stopped_early = res.evaluations < full
@@ -185,11 +182,8 @@ def test_compiled_generation_matches_eager_search_with_adaptive_padding():
     for compiled in ("[]", "[0,3]"):
         cfg = tiny("search.generations=[5,3,3,3]", "search.target_ce=[0.8,0.8,0.8,0.8]", "search.patience=[2,2,2,2]",
                    f"search.compile={compiled}", "data.subset=40")
-        prep = prepare(cfg)
-        net = build_search_network(cfg, prep, "cpu")
-        configure_search_mode(net, cfg.search)
-        x, y = _images_for(prep, prep.split.pool)
-        results[compiled] = search_images(net, x, y, prep.split.pool.tolist(), cfg.search, cfg.seed)
+        net, rows, x, y = search_setup(cfg)
+        results[compiled] = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
     eager, comp = results["[]"], results["[0,3]"]
     assert (eager.evaluations < eager.evaluations.max()).any()  # adaptive subsets (and so padding) happened
     assert torch.allclose(eager.ce, comp.ce, rtol=1e-3, atol=1e-4)
@@ -226,13 +220,10 @@ def test_pool_phase_layout_changes_speed_not_the_search(compiled):
     for phases in ("true", "false"):
         cfg = tiny("search.generations=[5,3,3,2]", f"search.pool_phases={phases}", f"search.compile={compiled}",
                    "data.subset=20")
-        prep = prepare(cfg)
-        net = build_search_network(cfg, prep, "cpu")
-        configure_search_mode(net, cfg.search)
-        x, y = _images_for(prep, prep.split.pool)
+        net, rows, x, y = search_setup(cfg)
         used = [use_pool_phases(net, l, cfg.search, LayerSchedule.from_config(cfg.search, l), bank=True) for l in range(4)]
         assert used == ([True, True, False, False] if phases == "true" else [False] * 4)  # 7x7 and 3x3 maps
-        results[phases] = search_images(net, x, y, prep.split.pool.tolist(), cfg.search, cfg.seed)
+        results[phases] = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
     on, off = results["true"], results["false"]
     assert torch.allclose(on.ce, off.ce, rtol=1e-4, atol=1e-5)
     for a, b in zip(on.reps, off.reps):
@@ -243,11 +234,7 @@ def test_short_chunk_padded_to_the_compiled_size_keeps_each_images_result():
     """A short last chunk runs padded to the compiled chunk size (no recompile); the padding rows
     never leak into the images' results, evaluations or curves."""
     cfg = tiny("data.subset=20", "search.target_ce=[0,0,0,0.5]", "search.patience=[0,0,0,2]")
-    prep = prepare(cfg)
-    net = build_search_network(cfg, prep, "cpu")
-    configure_search_mode(net, cfg.search)
-    rows = prep.split.pool[:5]
-    x, y = _images_for(prep, rows)
+    net, rows, x, y = search_setup(cfg, 5)
     eager = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
     cfg.search.compile = [3]
     padded = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed, pad_to=8)

@@ -52,7 +52,7 @@ def _search_rows(net, prep, rows: torch.Tensor, cfg_search, seed: int, chunk: in
     for a in range(0, len(rows), chunk):
         r = rows[a:a + chunk]
         x, y = _images_for(prep, r)
-        res = search_images(net, x.to(dev), y.to(dev), r.tolist(), cfg_search, seed)
+        res = search_images(net, x.to(dev), y.to(dev), r.tolist(), cfg_search, seed, pad_to=chunk)
         ces.append(res.ce.float().cpu())
         evals.append(res.evaluations.cpu())
         if keep_reps:
