@@ -3,13 +3,12 @@ fraction of the rate the model's FLOPs allow at a matmul peak measured in this p
 
     python benchmarks/baseline.py [--presets cpu-fashion,cpu-mnist,cpu-cifar10] [--set key=value ...]
 """
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import references  # noqa: E402
+from common import parser, references  # noqa: E402
 
 from repsearch.baseline import run_baseline  # noqa: E402
 from repsearch.config import resolve  # noqa: E402
@@ -18,10 +17,8 @@ from repsearch.errors import UserError  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser()
+    p = parser(__doc__)
     p.add_argument("--presets", default="cpu-fashion,cpu-mnist,cpu-cifar10")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--data-root", default="data")
     a = p.parse_args()
     ref = references()
     out = []

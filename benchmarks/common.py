@@ -1,4 +1,6 @@
-"""Reference rates measured in the benchmark's own process, so that ratios survive a noisy machine."""
+"""Reference rates measured in the benchmark's own process, so that ratios survive a noisy machine,
+and the options every benchmark shares."""
+import argparse
 import time
 
 import torch
@@ -22,3 +24,11 @@ def copy_bandwidth(device="cpu", n=1 << 24, repeats=5) -> float:
 def references(device="cpu") -> dict:
     return {"matmul_peak_flops": matmul_peak_flops(device), "copy_bandwidth_bytes_per_s": copy_bandwidth(device),
             "torch_threads": torch.get_num_threads()}
+
+
+def parser(doc: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser with the shared options: `--set key=value` overrides and `--data-root`."""
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="config override, key=value")
+    p.add_argument("--data-root", default="data")
+    return p

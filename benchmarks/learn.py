@@ -3,14 +3,13 @@ the FLOP-bound rate at a matmul peak measured in this process.
 
     python benchmarks/learn.py [--preset quickstart] [--set key=value ...]
 """
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import references  # noqa: E402
+from common import parser, references  # noqa: E402
 
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
@@ -20,10 +19,8 @@ from repsearch.search import run_search  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser()
+    p = parser(__doc__)
     p.add_argument("--preset", default="cpu-mnist")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--data-root", default="data")
     a = p.parse_args()
     cfg = resolve(a.preset, ["data.subset=1000", "search.generations=[2,1,1,1]", "learn.epochs=2",
                              "learn.probe_images=500", *a.overrides], **{"data.root": a.data_root})
