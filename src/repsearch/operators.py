@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .models import pool_phase_order, sample_normalize
+from .models import sample_normalize, to_phases
 
 
 class PerImageRNG:
@@ -107,9 +107,7 @@ class NoiseBank:
         key = (h, w, blur, phases)
         if key not in self._smoothed:
             if phases:
-                order = pool_phase_order(h, w).to(self.bank.device)
-                maps = self._smoothed_bank(h, w, blur).reshape(-1, h * w)
-                self._smoothed[key] = maps[:, order].reshape(-1)
+                self._smoothed[key] = to_phases(self._smoothed_bank(h, w, blur).reshape(-1, h, w)).reshape(-1)
             else:
                 maps = self.bank[: len(self.bank) // (h * w) * h * w].reshape(-1, 1, h, w)
                 self._smoothed[key] = smooth(maps, blur).reshape(-1)

@@ -289,12 +289,12 @@ def search_images(net: Net, x: torch.Tensor, y: torch.Tensor, image_ids, cfg_sea
         best_curve, mean_curve = [evo.ce[:real].min(1).values.sum().item()], [evo.ce[:real].mean(1).sum().item()]
         target = s.target_ce[layer]
         budget = sched.generations + (s.patience[layer] if target > 0 else 0)
+        compiled = layer in s.compile
         for gen in range(budget):
             best_ce = evo.ce.min(1).values
             active = (best_ce > target) if target > 0 else torch.ones(b, dtype=torch.bool, device=device)
             if not bool(active[:real].any()):
                 break
-            compiled = layer in s.compile
             if bool(active.all()):
                 n_children = evo.step(problem, layer, y, compiled)
             else:
@@ -327,7 +327,7 @@ def use_pool_phases(net: Net, layer: int, cfg_search, sched: LayerSchedule, bank
     i.e. its noise comes pre-smoothed from the bank at map-aligned windows, and the next stage opens
     with an identity conv and a pool. Speed only (`search.pool_phases`)."""
     s = cfg_search
-    return (s.pool_phases and s.fast and bank is not None and s.smooth == "noise" and sched.blur > 0
+    return (s.pool_phases and bank is not None and s.smooth == "noise" and sched.blur > 0
             and layer < 2 and net.phases_allowed(layer))
 
 
