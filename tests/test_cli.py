@@ -16,6 +16,7 @@ def run_cli(*args, cwd=None):
      "dataset 'mnist' not found in /nonexistent"),
     (["baseline", "--preset", "quickstart", "--device", "cuda:0"], None),
     (["baseline", "--bogus"], "unrecognized arguments"),
+    (["search", "--preset", "quickstart", "--set", "search.pop_size=13"], "must equal top_k"),
 ])
 def test_user_errors_one_line_exit_2_nothing_written(tmp_path, args, message):
     import torch

@@ -85,11 +85,9 @@ def test_mismatched_cache_is_refused(tmp_path):
         TargetCache.open(tmp_path / "nothing")
 
 
-def test_pop_size_must_add_up(tmp_path):
-    cfg = tiny("search.pop_size=13")
+def test_pop_size_must_add_up():
     with pytest.raises(UserError, match="must equal top_k"):
-        run_search(prepare(cfg), cfg, tmp_path / "c", progress=False)
-    assert not (tmp_path / "c").exists()
+        tiny("search.pop_size=13")
 
 
 def test_killed_search_resumes_to_the_same_cache(tmp_path):

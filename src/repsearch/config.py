@@ -258,6 +258,9 @@ def validate(cfg: Config) -> None:
         raise UserError(f"search.top_k must be in 1..pop_size ({s.pop_size}); got {s.top_k}")
     if s.n_explore < 0 or s.n_refine < 1:
         raise UserError("search.n_explore must be >= 0 and search.n_refine >= 1")
+    if s.top_k + s.n_explore + s.n_refine != s.pop_size:  # checked before a run directory is made
+        raise UserError(f"search.pop_size ({s.pop_size}) must equal top_k + n_explore + n_refine "
+                        f"({s.top_k + s.n_explore + s.n_refine}), as the paper's 240 = 20 + 100 + 120")
     if any(p not in (0, 1, 2, 3) for p in s.compile):
         raise UserError(f"search.compile lists search points 0-3 (blocks 0-2, logits); got {s.compile}")
     if len(cfg.model.widths) != 3 or min(cfg.model.widths) < 1:

@@ -398,10 +398,6 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
     from tqdm import tqdm
     from .cache import TargetCache, accepted_fingerprints
     s, dev = cfg.search, prep.device
-    if s.top_k + s.n_explore + s.n_refine != s.pop_size:
-        from .errors import UserError
-        raise UserError(f"search.pop_size ({s.pop_size}) must equal top_k + n_explore + n_refine "
-                        f"({s.top_k + s.n_explore + s.n_refine}), as the paper's 240 = 20 + 100 + 120")
     pool = prep.split.pool
     if limit:
         pool = pool[:limit]
