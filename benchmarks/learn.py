@@ -14,7 +14,7 @@ from common import parser, references  # noqa: E402
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
 from repsearch.learn import build_learner, train_from_cache  # noqa: E402
-from repsearch.models import forward_flops  # noqa: E402
+from repsearch.models.staged import forward_flops  # noqa: E402
 from repsearch.search import run_search  # noqa: E402
 
 

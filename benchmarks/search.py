@@ -17,44 +17,46 @@ from common import references  # noqa: E402
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
 from repsearch.errors import UserError  # noqa: E402
-from repsearch.search import (_flops_from, _images_for, build_search_network, chunk_size,  # noqa: E402
-                              configure_search_mode, search_images)
+from repsearch.engine import chunk_size, search_images  # noqa: E402
+from repsearch.hooks import ChunkRecorder  # noqa: E402
+from repsearch.search import flops_from, images_for, open_search  # noqa: E402
 
-
-PATHS = {"plain": ("false", "[]"), "fast": ("true", "[]"), "compiled": ("true", "[0,1,2,3]")}
+# path -> (engine.fast, search.noise, engine.compile)
+PATHS = {"plain": ("false", "fresh", "[]"), "fast": ("true", "bank", "[]"), "compiled": ("true", "bank", "[0,1,2,3]")}
 
 
 def measure(dataset, width, path, images, gens, data_root):
-    fast, compiled = PATHS[path]
+    fast, noise, compiled = PATHS[path]
     cfg = resolve("cpu-mnist", [f"data.name={dataset}", f"model.widths=[{width},{width},{width}]",
                                 "search.pop_size=24", "search.top_k=4", "search.n_explore=10", "search.n_refine=10",
-                                f"search.generations={gens}", f"search.fast={fast}", f"search.compile={compiled}",
+                                f"search.generations={gens}", f"engine.fast={fast}", f"search.noise={noise}",
+                                f"engine.compile={compiled}",
                                 "data.subset=0"], **{"data.root": data_root})
     prep = prepare(cfg)
-    net = build_search_network(cfg, prep, "cpu")
-    configure_search_mode(net, cfg.search)
-    chunk = min(images, chunk_size(net, cfg.search))
+    problem, params = open_search(cfg, prep)
+    chunk = min(images, chunk_size(problem.shapes, params, cfg.engine))
     images = -(-images // chunk) * chunk  # whole chunks: a smaller last chunk would recompile a compiled graph
     rows = prep.split.pool[:images]
-    x, y = _images_for(prep, rows[:chunk])  # warm-up: one-time set-up (noise banks, compilation) is not throughput
-    search_images(net, x, y, rows[:chunk].tolist(), cfg.search, 0)
-    totals = [[0, 0.0] for _ in range(4)]
+    x, y = images_for(prep, rows[:chunk])  # warm-up: one-time set-up (noise banks, compilation) is not throughput
+    search_images(problem, x, y, rows[:chunk].tolist(), params, cfg.engine, 0)
+    n = problem.num_points
+    totals = [[0, 0.0] for _ in range(n)]
     for a in range(0, images, chunk):
-        x, y = _images_for(prep, rows[a:a + chunk])
-        res = search_images(net, x, y, rows[a:a + chunk].tolist(), cfg.search, 0)
-        for l in range(4):
-            totals[l][0] += res.layer_evaluations[l]
-            totals[l][1] += res.layer_seconds[l]
-    s = cfg.search
+        x, y = images_for(prep, rows[a:a + chunk])
+        rec = ChunkRecorder(params.n_children)
+        search_images(problem, x, y, rows[a:a + chunk].tolist(), params, cfg.engine, 0, hooks=(rec,))
+        for l in range(n):
+            totals[l][0] += rec.evaluations[l]
+            totals[l][1] += rec.seconds[l]
     out = []
-    for l in range(4):
+    for l in range(n):
         evals, secs = totals[l]
         rate = evals / secs
-        size = math.prod(net.shapes[l])
+        size = math.prod(problem.shapes[l])
         # elementwise mutation traffic per evaluation: crossover reads 2 parents, noise, smoothing,
         # normalization and std passes: ~8 reads/writes of the representation, 4 bytes each
-        out.append({"layer": l, "evaluations_per_s": rate, "flops_per_evaluation": _flops_from(net, l),
-                    "achieved_flops": rate * _flops_from(net, l), "mutation_bytes_per_s": rate * size * 4 * 8})
+        out.append({"layer": l, "evaluations_per_s": rate, "flops_per_evaluation": flops_from(problem, l),
+                    "achieved_flops": rate * flops_from(problem, l), "mutation_bytes_per_s": rate * size * 4 * 8})
     return {"width": width, "path": path, "chunk_images": chunk, "images": images, "layers": out}
 
 

@@ -72,7 +72,7 @@ def table(results: list[dict]) -> str:
         cos = "/".join(f"{c:.2f}" for c in r["cosines"])
         lines.append(f"| {r['lever']} | {r['value']} | {s['train_images'] + r['val_images']:,} | {s['searched_ce_mean']:.3f} "
                      f"| {s['search_evaluations_per_image']:.0f} | {100 * s['sgd_test_accuracy']:.2f} "
-                     f"| {100 * s['search_test_accuracy']:.2f} | {s['gap_points']:.2f} | {100 * s['search_probe_block2']:.1f} "
+                     f"| {100 * s['search_test_accuracy']:.2f} | {s['gap_points']:.2f} | {100 * s['search_probe_last_block']:.1f} "
                      f"| {cos} | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 

@@ -32,7 +32,9 @@ def test_preset_overrides_defaults():
     ("nope", "expected key=value"),
     ("search.top_k=abc", "expected an integer"),
     ("data.name=imagenet", "data.name must be one of"),
-    ("search.generations=[1,2]", "needs 4 values"),
+    ("search.generations=[]", "needs one value per search point"),
+    ("search.fast=false", "has moved: use engine.fast"),
+    ("model.name=nope", "model.name must be one of airbench, mlp, resnet or MODULE:FACTORY"),
     ("search.alpha.7=1", "out of range"),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):

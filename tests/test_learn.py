@@ -10,6 +10,7 @@ from repsearch.config import resolve
 from repsearch.data import prepare
 from repsearch.learn import (Diagnostics, build_learner, class_informative_weights, head_kl, make_loss_fn,
                              regression_loss, train_from_cache)
+from repsearch.models.staged import stage_outputs
 from repsearch.search import run_search
 
 from .test_search import TINY
@@ -76,7 +77,7 @@ def test_no_label_or_kl_gradient_reaches_the_body(tiny_cache):
     full.backward()
     g_full = [p.grad.clone() for p in body]
     model.zero_grad()
-    outs = model.representations(x)
+    outs = stage_outputs(model, x)
     reg, _ = regression_loss(outs, [targets[f"block{l}"][idx] for l in range(3)], [0, 1, 2])
     reg.backward()
     for a, p in zip(g_full, body):
@@ -98,16 +99,22 @@ def test_class_mean_learner_gets_the_class_mean_cosine(tiny_cache):
     cfg, prep, cache = tiny_cache
     diag = Diagnostics(prep, cache, probe_images=150)
 
-    class ClassMeanLearner(torch.nn.Module):
-        """Outputs the class-mean training target of each image's (true) class."""
+    class Lookup(torch.nn.Module):
+        """A stage that outputs the class-mean training target of each image's (true) class."""
 
+        def __init__(self, table):
+            super().__init__()
+            self.table = table
+
+        def forward(self, h):
+            return self.table[labels_for[h.shape[0]]]
+
+    class ClassMeanLearner(torch.nn.Module):  # a staged model
         def __init__(self):
             super().__init__()
-            self.means = [analysis.class_mean_targets(diag_t[f"block{l}"], diag.probe_y, 10) for l in range(3)]
-
-        def representations(self, x):
-            y = labels_for[x.shape[0]]
-            return [m[y] for m in self.means] + [None]
+            self.stem, self.head = torch.nn.Identity(), torch.nn.Identity()
+            self.stages = torch.nn.ModuleList(
+                Lookup(analysis.class_mean_targets(diag_t[f"block{l}"], diag.probe_y, 10)) for l in range(3))
 
     diag_t = cache.load(cache.rows_for(prep.split.train[:150].numpy()), "cpu", torch.float32)
     labels_for = {len(diag.val_y): diag.val_y}

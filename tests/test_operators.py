@@ -1,6 +1,6 @@
 import torch
 
-from repsearch import operators as ops
+from repsearch import noise as rn, operators as ops
 
 
 def test_crossover_is_the_mean_of_the_chosen_parents():
@@ -73,36 +73,36 @@ def test_one_by_one_maps_still_get_noise():
 
 
 def test_per_image_rng_does_not_depend_on_company():
-    a = ops.PerImageRNG(0, [5, 9, 11]).randn((4,))
-    b = ops.PerImageRNG(0, [11, 5]).randn((4,))
+    a = rn.PerImageRNG(0, [5, 9, 11]).randn((4,))
+    b = rn.PerImageRNG(0, [11, 5]).randn((4,))
     assert torch.equal(a[0], b[1]) and torch.equal(a[2], b[0])
     assert not torch.equal(a[0], a[1])
 
 
 def test_presmoothed_bank_equals_smoothing_the_drawn_noise():
-    bank = ops.NoiseBank(0, size=1 << 16)
+    bank = rn.NoiseBank(0, size=1 << 16)
     shape = (5, 3, 6, 7)
-    got = bank.draw(ops.PerImageRNG(0, [1, 2]), shape, blur=2)
-    rng = ops.PerImageRNG(0, [1, 2])
+    got = bank.draw(rn.PerImageRNG(0, [1, 2]), shape, blur=2)
+    rng = rn.PerImageRNG(0, [1, 2])
     hw, n = 42, 3 * 42
     offsets = rng.randint((len(bank.bank) // hw * hw - n) // hw + 1, (5,)) * hw
     raw = torch.stack([torch.stack([bank.bank[o:o + n] for o in row.tolist()]) for row in offsets]).reshape(2, *shape)
     assert torch.allclose(got, ops.smooth(raw, 2), atol=1e-5)
-    plain = bank.draw(ops.PerImageRNG(0, [1, 2]), shape)
+    plain = bank.draw(rn.PerImageRNG(0, [1, 2]), shape)
     assert abs(plain.std().item() - 1) < 0.1 and abs(plain.mean().item()) < 0.1
 
 
 def test_slice_maxpool_equals_max_pool2d():
-    from repsearch.models import MaxPool2
+    from repsearch.models.airbench import MaxPool2
     for size in (13, 14, 7, 3):
         x = torch.randn(4, 5, size, size)
         assert torch.equal(MaxPool2()(x), torch.nn.functional.max_pool2d(x, 2))
 
 
 def test_phase_ordered_bank_windows_are_the_true_windows_reordered():
-    from repsearch.models import to_phases
-    bank = ops.NoiseBank(0, size=1 << 16)
+    from repsearch.fastpaths import to_phases
+    bank = rn.NoiseBank(0, size=1 << 16)
     shape = (3, 4, 7, 7)
-    true = bank.draw(ops.PerImageRNG(0, [1, 2]), shape, blur=2)
-    phased = bank.draw(ops.PerImageRNG(0, [1, 2]), shape, blur=2, phases=True)
+    true = bank.draw(rn.PerImageRNG(0, [1, 2]), shape, blur=2)
+    phased = bank.draw(rn.PerImageRNG(0, [1, 2]), shape, blur=2, phases=True)
     assert torch.equal(phased, to_phases(true))

@@ -13,8 +13,10 @@ from repsearch.cache import TargetCache
 from repsearch.config import resolve
 from repsearch.data import prepare
 from repsearch.errors import UserError
-from repsearch.search import (LayerSchedule, _images_for, build_search_network, configure_search_mode, run_search,
-                              search_images, use_pool_phases)
+from repsearch.hooks import ChunkRecorder
+from repsearch.engine import search_images as engine_search, use_pool_phases
+from repsearch.search import images_for, open_search, run_search
+from repsearch.strategy import Params
 
 from .conftest import need
 
@@ -27,21 +29,29 @@ def tiny(*extra):
 
 
 def search_setup(cfg, n: int | None = None):
-    """The search network in search mode and the first n pool images (all by default)."""
+    """The search problem (network in search mode) and the first n pool images (all by default)."""
     prep = prepare(cfg)
-    net = build_search_network(cfg, prep, "cpu")
-    configure_search_mode(net, cfg.search)
+    problem, _ = open_search(cfg, prep)
     rows = prep.split.pool[:n] if n else prep.split.pool
-    x, y = _images_for(prep, rows)
-    return net, rows, x, y
+    x, y = images_for(prep, rows)
+    return problem, rows, x, y
+
+
+def search_images(problem, x, y, ids, cfg, seed, **kw):
+    """The engine's search of one chunk, with its per-point curves and evaluations recorded."""
+    params = Params.from_config(cfg.search, problem.shapes)
+    recorder = ChunkRecorder(params.n_children)
+    res = engine_search(problem, x, y, ids, params, cfg.engine, seed, hooks=(recorder,), **kw)
+    res.curves, res.layer_evaluations = recorder.curves, recorder.evaluations
+    return res
 
 
 def test_per_image_result_does_not_depend_on_batch_company():
     cfg = tiny()
     net, rows, x, y = search_setup(cfg, 6)
-    full = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
+    full = search_images(net, x, y, rows.tolist(), cfg, cfg.seed)
     pick = [4, 1]
-    part = search_images(net, x[pick], y[pick], rows[pick].tolist(), cfg.search, cfg.seed)
+    part = search_images(net, x[pick], y[pick], rows[pick].tolist(), cfg, cfg.seed)
     for layer in range(4):
         assert torch.allclose(full.reps[layer][pick], part.reps[layer], atol=1e-4)
     assert torch.allclose(full.ce[pick], part.ce, atol=1e-5)
@@ -68,8 +78,8 @@ def _arrays(cache):
 
 
 def test_same_seed_same_cache_and_chunking_does_not_matter(tmp_path):
-    c1, _ = run_search(prepare(tiny("search.chunk_images=7")), tiny("search.chunk_images=7"), tmp_path / "a", progress=False)
-    c2, _ = run_search(prepare(tiny("search.chunk_images=40")), tiny("search.chunk_images=40"), tmp_path / "b", progress=False)
+    c1, _ = run_search(prepare(tiny("engine.chunk_images=7")), tiny("engine.chunk_images=7"), tmp_path / "a", progress=False)
+    c2, _ = run_search(prepare(tiny("engine.chunk_images=40")), tiny("engine.chunk_images=40"), tmp_path / "b", progress=False)
     a, b = _arrays(c1), _arrays(c2)
     for k in a:
         np.testing.assert_allclose(a[k], b[k], atol=2e-3, err_msg=k)
@@ -92,7 +102,7 @@ def test_pop_size_must_add_up():
 
 def test_killed_search_resumes_to_the_same_cache(tmp_path):
     args = [sys.executable, "-m", "repsearch", "search", "--preset", "quickstart", "--no-progress",
-            *sum((["--set", t] for t in TINY), []), "--set", "search.chunk_images=4", "--set", "data.subset=60",
+            *sum((["--set", t] for t in TINY), []), "--set", "engine.chunk_images=4", "--set", "data.subset=60",
             "--set", "search.generations=[8,6,6,3]"]
     ref = subprocess.run([*args, "--out", str(tmp_path / "ref")], capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
@@ -148,10 +158,10 @@ def test_fast_path_agrees_with_plain_path():
     relative at the end of each layer; the noise differs, so the paths are equal in law only)."""
     curves = {}
     for fast in (True, False):
-        cfg = tiny("search.generations=[10,6,6,3]", "data.subset=120", f"search.fast={str(fast).lower()}",
-                   "search.alpha=[0.3,0.2,0.1,0.1]")
+        cfg = tiny("search.generations=[10,6,6,3]", "data.subset=120", f"engine.fast={str(fast).lower()}",
+                   f"search.noise={'bank' if fast else 'fresh'}", "search.alpha=[0.3,0.2,0.1,0.1]")
         net, rows, x, y = search_setup(cfg)
-        res = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
+        res = search_images(net, x, y, rows.tolist(), cfg, cfg.seed)
         curves[fast] = [[v / res.curves[l]["count"] for v in res.curves[l]["best_sum"]] for l in range(4)]
     for layer in range(4):
         a, b = curves[True][layer][-1], curves[False][layer][-1]
@@ -163,7 +173,7 @@ def test_adaptive_stopping_never_stops_an_image_above_its_threshold():
     cfg = tiny("search.target_ce=[0.6,0.6,0.6,0.6]", "search.patience=[4,4,4,4]", "search.generations=[6,4,4,3]",
                "search.alpha=[0.3,0.2,0.1,0.1]", "data.subset=60")
     net, rows, x, y = search_setup(cfg)
-    res = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
+    res = search_images(net, x, y, rows.tolist(), cfg, cfg.seed)
     s = cfg.search
     full = s.pop_size + 3 + sum(g + p for g, p in zip(s.generations, s.patience)) * (s.n_explore + s.n_refine)
     stopped_early = res.evaluations < full
@@ -179,9 +189,9 @@ def test_compiled_generation_matches_eager_search_with_adaptive_padding():
     results = {}
     for compiled in ("[]", "[0,3]"):
         cfg = tiny("search.generations=[5,3,3,3]", "search.target_ce=[0.8,0.8,0.8,0.8]", "search.patience=[2,2,2,2]",
-                   f"search.compile={compiled}", "data.subset=40")
+                   f"engine.compile={compiled}", "data.subset=40")
         net, rows, x, y = search_setup(cfg)
-        results[compiled] = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
+        results[compiled] = search_images(net, x, y, rows.tolist(), cfg, cfg.seed)
     eager, comp = results["[]"], results["[0,3]"]
     assert (eager.evaluations < eager.evaluations.max()).any()  # adaptive subsets (and so padding) happened
     assert torch.allclose(eager.ce, comp.ce, rtol=1e-3, atol=1e-4)
@@ -191,23 +201,54 @@ def test_compiled_generation_matches_eager_search_with_adaptive_padding():
 
 
 def test_compile_list_is_validated():
-    with pytest.raises(UserError, match="search.compile"):
-        tiny("search.compile=[4]")
+    cfg = tiny("engine.compile=[4]")  # the model decides how many points there are
+    with pytest.raises(UserError, match="engine.compile lists search points 0-3"):
+        open_search(cfg, prepare(cfg))
+    with pytest.raises(UserError, match="has moved: use engine.compile"):
+        tiny("search.compile=[0]")
 
 
-def test_cache_from_before_per_point_adaptive_lists_is_still_accepted(tmp_path):
-    """Caches written when target_ce/patience were scalars carry the legacy fingerprint: with
-    adaptive compute off they describe the same search and are reused; with it on, refused."""
+def test_fingerprint_covers_every_search_and_model_field_and_no_engine_field():
+    """The cache fingerprint is the whole search and model sections (no hand-kept exclusions):
+    changing any of their fields changes it; changing any engine field does not."""
+    import dataclasses
     from repsearch.cache import search_fingerprint
-    cfg = tiny("data.subset=12")
+    base = tiny()
+    ref = search_fingerprint(base, "data")
+
+    def changed(value):
+        if isinstance(value, bool):
+            return not value
+        if isinstance(value, (int, float)):
+            return value + 1
+        if isinstance(value, list):
+            return value + value[:1] if value else [0]
+        return value + "x"
+
+    for section in ("search", "model", "engine"):
+        for f in dataclasses.fields(getattr(base, section)):
+            cfg = tiny()
+            setattr(getattr(cfg, section), f.name, changed(getattr(getattr(cfg, section), f.name)))
+            moved = search_fingerprint(cfg, "data") != ref
+            assert moved == (section != "engine"), (section, f.name)
+    assert search_fingerprint(tiny("seed=1"), "data") != ref and search_fingerprint(base, "other") != ref
+
+
+def test_cache_resumed_under_other_engine_settings_is_reused_not_mixed(tmp_path):
+    """Engine settings change speed only: a cache started with one chunking and compile setting
+    resumes under another and ends as the uninterrupted search's; a search setting is refused."""
+    cfg = tiny("data.subset=12", "engine.chunk_images=4")
     prep = prepare(cfg)
-    run_search(prep, cfg, tmp_path / "c", progress=False)
-    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
-    manifest["fingerprint"] = search_fingerprint(cfg, prep.dataset.fingerprint(), legacy=True)
-    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
-    run_search(prep, cfg, tmp_path / "c", progress=False)  # reused, no error
+    ref, _ = run_search(prep, cfg, tmp_path / "ref", progress=False)
+    run_search(prep, cfg, tmp_path / "c", limit=0, progress=False)
+    chunk = tmp_path / "c" / "chunks" / "00002.json"
+    chunk.unlink()  # as if killed before the last chunk
+    other = tiny("data.subset=12", "engine.chunk_images=7", "engine.compile=[3]", "engine.fast=false")
+    cache, _ = run_search(prep, other, tmp_path / "c", progress=False)
+    for k, v in _arrays(ref).items():
+        np.testing.assert_allclose(v, _arrays(cache)[k], atol=1e-3, err_msg=k)
     with pytest.raises(UserError, match="another dataset/network/search config"):
-        run_search(prep, tiny("data.subset=12", "search.target_ce=[0,0,0,0.5]"), tmp_path / "c", progress=False)
+        run_search(prep, tiny("data.subset=12", "search.noise=fresh"), tmp_path / "c", progress=False)
 
 
 @pytest.mark.parametrize("compiled", ["[]", "[0,1]"])
@@ -216,12 +257,13 @@ def test_pool_phase_layout_changes_speed_not_the_search(compiled):
     order) as the search in the true order: same draws, equal up to float summation order."""
     results = {}
     for phases in ("true", "false"):
-        cfg = tiny("search.generations=[5,3,3,2]", f"search.pool_phases={phases}", f"search.compile={compiled}",
+        cfg = tiny("search.generations=[5,3,3,2]", f"engine.pool_phases={phases}", f"engine.compile={compiled}",
                    "data.subset=20")
         net, rows, x, y = search_setup(cfg)
-        used = [use_pool_phases(net, l, cfg.search, LayerSchedule.from_config(cfg.search, l), bank=True) for l in range(4)]
+        params = Params.from_config(cfg.search, net.shapes)
+        used = [use_pool_phases(net.model, l, params, params.points[l], cfg.engine, bank=True) for l in range(4)]
         assert used == ([True, True, False, False] if phases == "true" else [False] * 4)  # 7x7 and 3x3 maps
-        results[phases] = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
+        results[phases] = search_images(net, x, y, rows.tolist(), cfg, cfg.seed)
     on, off = results["true"], results["false"]
     assert torch.allclose(on.ce, off.ce, rtol=1e-4, atol=1e-5)
     for a, b in zip(on.reps, off.reps):
@@ -233,9 +275,9 @@ def test_short_chunk_padded_to_the_compiled_size_keeps_each_images_result():
     never leak into the images' results, evaluations or curves."""
     cfg = tiny("data.subset=20", "search.target_ce=[0,0,0,0.5]", "search.patience=[0,0,0,2]")
     net, rows, x, y = search_setup(cfg, 5)
-    eager = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed)
-    cfg.search.compile = [3]
-    padded = search_images(net, x, y, rows.tolist(), cfg.search, cfg.seed, pad_to=8)
+    eager = search_images(net, x, y, rows.tolist(), cfg, cfg.seed)
+    cfg.engine.compile = [3]
+    padded = search_images(net, x, y, rows.tolist(), cfg, cfg.seed, pad_to=8)
     assert padded.ce.shape == (5,) and all(len(r) == 5 for r in padded.reps)
     assert torch.allclose(eager.ce, padded.ce, rtol=1e-3, atol=1e-4)
     assert torch.equal(eager.evaluations, padded.evaluations)

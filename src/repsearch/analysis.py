@@ -82,14 +82,14 @@ def linear_probe(train_x, train_y, val_x, val_y, num_classes: int, steps: int = 
 
 @torch.no_grad()
 def block_outputs(model, x: torch.Tensor, batch_size: int = 1000) -> list[torch.Tensor]:
-    """The three block outputs of `model` for images x, in eval mode, batched."""
+    """Every stage's output of `model` for inputs x, in eval mode, batched."""
+    from .models.staged import stage_outputs
     was = model.training
     model.eval()
-    outs = [[], [], []]
+    outs = [[] for _ in model.stages]
     for i in range(0, len(x), batch_size):
-        reps = model.representations(x[i:i + batch_size])
-        for k in range(3):
-            outs[k].append(reps[k])
+        for k, h in enumerate(stage_outputs(model, x[i:i + batch_size])):
+            outs[k].append(h)
     model.train(was)
     return [torch.cat(o) for o in outs]
 

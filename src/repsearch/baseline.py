@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import DeviceLoader, Prepared
-from .models import build_net, forward_flops
+from .models import build_model, init_from_data
+from .models.staged import forward_flops, logits as staged_logits
 from .runs import RunDir, atomic_torch_save
 from .training import (autocast_for, evaluate, fit, make_optimizer, prepare_model_for_device,
                        standard_groups)
@@ -21,15 +22,15 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
     torch.manual_seed(cfg.seed)
     train_x, train_y = prep.images("train")
     val = prep.images("val")
-    model = build_net(cfg.model, prep.dataset.shape, prep.dataset.num_classes, depth, init=tc.init)
-    model.whiten.fit(train_x[:cfg.model.whiten_patches].cpu(), cfg.model.whiten_eps)
+    model, _ = build_model(cfg, "baseline", prep.dataset.shape, prep.dataset.num_classes, depth=depth, init=tc.init)
+    init_from_data(model, train_x.cpu())
     model = prepare_model_for_device(model, dev)
     loader = DeviceLoader(train_x, train_y, tc.batch_size, augment=tc.augment, fixed_batches=tc.fixed_batches,
                           seed=cfg.seed)
     opt = make_optimizer(standard_groups(model, tc), tc, tc.batch_size)
 
     def loss_fn(m, idx, x, y):
-        logits = m(x).float()
+        logits = staged_logits(m, x).float()
         loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=tc.label_smoothing)
         return loss, {"loss": loss.item() / len(y), "accuracy": (logits.argmax(1) == y).float().mean().item()}
 

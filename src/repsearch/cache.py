@@ -3,7 +3,8 @@
     CACHE/manifest.json    format version, resolved config, fingerprints, shapes, dtype, counts
     CACHE/network.pt       the search network's weights (so learning and analysis see the same one)
     CACHE/indices.npy      dataset index of each row; labels.npy: its label
-    CACHE/block{0,1,2}.npy searched block outputs (float16 by default), memory-mapped
+    CACHE/block{i}.npy     searched output of stage i (float16 by default), memory-mapped; as many
+                           as the model has stages
     CACHE/logits.npy       searched logits (float32); ce.npy: final best CE; evals.npy: evaluations
     CACHE/chunks/NNNNN.json  written last for each chunk (atomic rename): that chunk is complete,
                            with its per-layer, per-generation curves and timings
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,32 +23,22 @@ import torch
 from .errors import UserError
 from .runs import atomic_torch_save, atomic_write_json
 
-FORMAT_VERSION = 1
-ARRAY_NAMES = ("block0", "block1", "block2", "logits")
+FORMAT_VERSION = 2  # 2: search points from the model (names in the manifest), fingerprint of whole sections
 
 
-def search_fingerprint(cfg, dataset_fingerprint: str, legacy: bool = False) -> str:
-    """Everything that changes what the search writes (not chunking, memory or speed settings).
+def point_names(num_points: int) -> list[str]:
+    """Array names of the search points: block0..block{N-2} for the stages, then logits."""
+    return [f"block{i}" for i in range(num_points - 1)] + ["logits"]
 
-    `legacy`: the form used before `search.target_ce`/`patience` became per-point lists, when they
-    were scalars; with adaptive compute off, the two forms describe the same search."""
-    s = dict(vars(cfg.search))
-    for k in ("chunk_images", "memory_gb", "fast", "compile", "pool_phases", "dtype"):
-        s.pop(k, None)
-    if legacy:
-        s["target_ce"], s["patience"] = 0.0, 0
-    key = {"search": s, "model": vars(cfg.model), "data": {k: v for k, v in vars(cfg.data).items() if k not in ("root", "download")},
-           "seed": cfg.seed, "dataset": dataset_fingerprint}
+
+def search_fingerprint(cfg, dataset_fingerprint: str, model_source: str = "") -> str:
+    """Everything that changes what the search writes: the whole `search` and `model` sections, the
+    data selection, the seed, the dataset itself, and a user model's source. The `engine` section
+    (speed only) is left out by construction, not by a list of exceptions."""
+    data = {k: v for k, v in vars(cfg.data).items() if k not in ("root", "download")}
+    key = {"search": vars(cfg.search), "model": vars(cfg.model), "data": data, "seed": cfg.seed,
+           "dataset": dataset_fingerprint, "model_source": model_source}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def accepted_fingerprints(cfg, dataset_fingerprint: str, suffix: str = "") -> tuple[str, ...]:
-    """Fingerprints of caches this config may reuse: the current form, and with adaptive compute
-    off also the legacy scalar form (caches written by earlier versions stay usable)."""
-    fps = [search_fingerprint(cfg, dataset_fingerprint) + suffix]
-    if not any(cfg.search.target_ce):
-        fps.append(search_fingerprint(cfg, dataset_fingerprint, legacy=True) + suffix)
-    return tuple(fps)
 
 
 class TargetCache:
@@ -67,14 +57,14 @@ class TargetCache:
         np.save(path / "indices.npy", indices.astype(np.int64))
         np.save(path / "labels.npy", labels.astype(np.int64))
         n = len(indices)
-        for name, shape in zip(ARRAY_NAMES, shapes):
+        for name, shape in zip(point_names(len(shapes)), shapes):
             dt = np.float32 if name == "logits" else np.dtype(dtype)
             np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=dt, shape=(n, *shape)).flush()
         np.lib.format.open_memmap(path / "ce.npy", mode="w+", dtype=np.float32, shape=(n,)).flush()
         np.lib.format.open_memmap(path / "evals.npy", mode="w+", dtype=np.int64, shape=(n,)).flush()
         atomic_torch_save(network_state, path / "network.pt")
         manifest = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "dataset": dataset, "count": n,
-                    "shapes": [list(s) for s in shapes], "dtype": dtype, "chunk_images": chunk_images,
+                    "points": point_names(len(shapes)), "shapes": [list(s) for s in shapes], "dtype": dtype, "chunk_images": chunk_images,
                     "num_chunks": -(-n // chunk_images), "config": config, "complete": False}
         atomic_write_json(path / "manifest.json", manifest)  # last: its presence makes this a cache
         return cls(path, manifest)
@@ -96,6 +86,14 @@ class TargetCache:
                             "or the config it was made with (see its manifest.json)")
         return cls(path, manifest)
 
+    @property
+    def names(self) -> list[str]:
+        return self.manifest["points"]
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.names) - 1
+
     # --- writing ----------------------------------------------------------------------------
     def chunk_rows(self, c: int) -> tuple[int, int]:
         k = self.manifest["chunk_images"]
@@ -106,7 +104,7 @@ class TargetCache:
 
     def write_chunk(self, c: int, reps: list[torch.Tensor], ce: torch.Tensor, evals: torch.Tensor, record: dict) -> None:
         a, b = self.chunk_rows(c)
-        for name, t in zip(ARRAY_NAMES, reps):
+        for name, t in zip(self.names, reps):
             arr = np.load(self.path / f"{name}.npy", mmap_mode="r+")
             arr[a:b] = t.detach().cpu().numpy().astype(arr.dtype)
             arr.flush()
@@ -136,7 +134,7 @@ class TargetCache:
     def arrays(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
             self._arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r")
-                            for name in (*ARRAY_NAMES, "ce", "evals", "indices", "labels")}
+                            for name in (*self.names, "ce", "evals", "indices", "labels")}
         return self._arrays
 
     def rows_for(self, dataset_indices) -> np.ndarray:
@@ -152,17 +150,17 @@ class TargetCache:
         return pos
 
     def load(self, rows, device="cpu", dtype=torch.float16) -> dict[str, torch.Tensor]:
-        """Targets for the given rows as tensors (block outputs in `dtype`, logits float32)."""
+        """Targets for the given rows as tensors by point name (stage outputs in `dtype`, logits float32)."""
         arr = self.arrays()
         rows = np.asarray(rows)
-        out = {name: torch.from_numpy(np.ascontiguousarray(arr[name][rows])) for name in ARRAY_NAMES}
+        out = {name: torch.from_numpy(np.ascontiguousarray(arr[name][rows])) for name in self.names}
         return {k: v.to(device, dtype=torch.float32 if k == "logits" else dtype) for k, v in out.items()}
 
     def curves(self) -> dict:
         """Mean best and mean population CE per layer and generation, over all complete chunks."""
         recs = [json.loads(p.read_text()) for p in sorted((self.path / "chunks").glob("*.json"))]
         out = {}
-        for layer in range(4):
+        for layer in range(len(self.names)):
             parts = [r["curves"][str(layer)] for r in recs]
             if not parts:
                 continue

@@ -84,22 +84,23 @@ def cmd_search(args) -> int:
     cache, summary = run_search(prep, cfg, cache_path, limit=args.limit, progress=not args.no_progress, log=run.log)
     plot_search_curves(cache.curves(), run.path / "search_curves.png")
     for layer in summary["layers"]:
-        print(f"layer {layer['layer']}: mean best CE {layer['ce_start']:.4f} -> {layer['ce_end']:.4f}, "
+        print(f"point {layer['layer']} ({layer['name']}): mean best CE {layer['ce_start']:.4f} -> {layer['ce_end']:.4f}, "
               f"{layer['evaluations_per_s']:.0f} evaluations/s")
     _print_summary(run.summary({"cache": str(cache_path), **summary}), run)
     return 0
 
 
 def cmd_train(args) -> int:
-    from .cache import TargetCache, accepted_fingerprints
+    from .cache import TargetCache
     from .data import prepare
     from .learn import train_from_cache
+    from .search import fingerprint_for
     cfg = _resolve(args)
     _check_device(cfg.device)
     if not args.cache:
         raise UserError("train needs --cache DIR (a target cache written by 'repsearch search')")
     prep = prepare(cfg)
-    cache = TargetCache.open(args.cache, accepted_fingerprints(cfg, prep.dataset.fingerprint()))
+    cache = TargetCache.open(args.cache, fingerprint_for(cfg, prep))
     cache.require_complete()
     run = _run_dir(args, "train", cfg)
     _, summary = train_from_cache(prep, cfg, cache, run, progress=not args.no_progress)

@@ -7,14 +7,12 @@ The resolved config is written into every run directory so the run can be repeat
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .overrides import apply_key, apply_dict, parse_override
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-jpeg")
@@ -32,6 +30,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    # "airbench" (the paper's network), "mlp", "resnet", or "MODULE:FACTORY" for your own staged
+    # model (docs/method.md, "The model contract"). Built-in families take `widths` (one entry per
+    # stage); the rest of this section is airbench's (mlp and resnet ignore it).
+    name: str = "airbench"
     widths: list[int] = field(default_factory=lambda: [64, 64, 64])  # paper: 256/256/256
     whiten_patches: int = 5000  # training images whose 2x2 patches set the whitening filters
     whiten_eps: float = 5e-4
@@ -86,17 +88,26 @@ class SearchConfig:
     # is below target_ce (0 = off), and images still above it get up to `patience` extra generations.
     target_ce: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     patience: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
-    chunk_images: int = 0  # images searched at once; 0 = sized from memory_gb
+    dtype: str = "float16"  # cache storage dtype of stage outputs (logits are float32)
+    # Noise source: "bank" = windows of one pre-drawn bank of normals at offsets from each image's
+    # stream (the fast path; docs/performance.md), "fresh" = new normals for every child. They
+    # are different random draws, so this is part of the search (and of the cache fingerprint).
+    noise: str = "bank"
+
+
+@dataclass
+class EngineConfig:
+    """How fast the search runs, never what it finds (beyond float rounding): not part of the
+    cache fingerprint, so a cache can be resumed under other engine settings."""
+    chunk_images: int = 0  # images searched at once; 0 = sized from memory_gb (and caches with `fast`)
     memory_gb: float = 3.0
-    dtype: str = "float16"  # cache storage dtype
-    fast: bool = True  # skip identity convs, fused mutation (see docs/performance.md)
-    # Search points (0-3) whose generations run as one torch.compile'd graph (CPU: needs a C++
-    # compiler; the first chunk pays ~10-30 s of compilation per point). Measured faster at the
-    # three blocks on CPU (not at the logits), so the CPU presets compile [0, 1, 2]; see
-    # docs/performance.md.
+    fast: bool = True  # skip exactly-identity convs, smoothing as matrices, cache-sized chunks
+    # Search points whose generations run as one torch.compile'd graph (CPU: needs a C++ compiler;
+    # the first chunk pays ~10-30 s of compilation per point). Measured faster at airbench's three
+    # blocks on CPU (not at the logits), so the CPU presets compile [0, 1, 2]; docs/performance.md.
     compile: list[int] = field(default_factory=list)
-    # Fast path at blocks 0-1: keep the population's pixels in pooling-phase order so that scoring
-    # pools by a max over contiguous planes (exact: same search up to float rounding; speed only).
+    # Keep a point's maps in pooling-phase pixel order where the model qualifies (airbench blocks
+    # 0-1): scoring pools by a max over contiguous planes (exact; speed only).
     pool_phases: bool = True
 
 
@@ -127,6 +138,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     learn: LearnConfig = field(default_factory=LearnConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -140,10 +152,12 @@ CHOICES = {
     "search.target_space": ("normalized", "raw"),
     "search.bn": ("calibrated", "batch"),
     "search.dtype": ("float16", "float32"),
+    "search.noise": ("bank", "fresh"),
     "baseline.init": ("dirac", "default"),
     "learn.init": ("dirac", "default"),
     "learn.loss": ("mse", "class_weighted"),
 }
+PER_POINT = ("generations", "alpha", "boost", "blur", "target_ce", "patience")
 
 
 def list_presets() -> list[str]:
@@ -158,122 +172,27 @@ def load_preset(name: str) -> dict:
         return tomllib.load(f)
 
 
-def _coerce(value, default, key: str):
-    """Bring a parsed value to the type of the field's default, or say what was expected."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-            return value.lower() in ("true", "1")
-        raise UserError(f"{key}: expected true/false, got {value!r}")
-    if isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise UserError(f"{key}: expected an integer, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise UserError(f"{key}: expected a number, got {value!r}")
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise UserError(f"{key}: expected a string, got {value!r}")
-        return value
-    if isinstance(default, list):
-        if not isinstance(value, list):
-            raise UserError(f"{key}: expected a list like [1, 2], got {value!r}")
-        if default:
-            return [_coerce(v, default[0], f"{key}[{i}]") for i, v in enumerate(value)]
-        return value
-    return value
-
-
-def _apply(obj, key_path: list[str], value, full_key: str):
-    name = key_path[0]
-    if isinstance(obj, list):
-        if not name.isdigit() or int(name) >= len(obj):
-            raise UserError(f"{full_key}: index {name} out of range (list has {len(obj)} items)")
-        i = int(name)
-        obj[i] = _coerce(value, obj[i], full_key)
-        return
-    names = [f.name for f in dataclasses.fields(obj)]
-    if name not in names:
-        hint = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean '{hint[0]}'?)" if hint else f"; known: {', '.join(names)}"
-        raise UserError(f"unknown config key '{full_key}'{hint}")
-    current = getattr(obj, name)
-    if len(key_path) == 1:
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise UserError(f"{full_key} is a section; set its fields, e.g. {full_key}.<field>=...")
-            for k, v in value.items():
-                _apply(current, [k], v, f"{full_key}.{k}")
-            return
-        setattr(obj, name, _coerce(value, current, full_key))
-    else:
-        if not (dataclasses.is_dataclass(current) or isinstance(current, list)):
-            raise UserError(f"unknown config key '{full_key}': '{name}' has no fields")
-        _apply(current, key_path[1:], value, full_key)
-
-
-def apply_dict(cfg: Config, d: dict, prefix: str = "") -> None:
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        _apply(cfg, key.split("."), v, key)
-
-
-def parse_value(text: str):
-    """`--set` values: JSON/TOML-like literals (numbers, true/false, [lists]) else a string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        low = text.lower()
-        if low in ("true", "false"):
-            return low == "true"
-        return text
-
-
-def parse_override(item: str) -> tuple[str, object]:
-    if "=" not in item:
-        raise UserError(f"bad override '{item}': expected key=value, e.g. --set data.name=mnist")
-    key, text = item.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise UserError(f"bad override '{item}': empty key")
-    return key, parse_value(text.strip())
-
-
 def validate(cfg: Config) -> None:
+    """What can be checked before a model exists. Checks that need the model's number of search
+    points (per-point list lengths, engine.compile, learn.supervise) run when it is built."""
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}; got '{value}'")
-    s = cfg.search
-    for name in ("generations", "alpha", "boost", "blur", "target_ce", "patience"):
-        if len(getattr(s, name)) != 4:
-            raise UserError(f"search.{name} needs 4 values (blocks 0-2 and logits); got {getattr(s, name)}")
-    if not 0 < s.top_k <= s.pop_size:
-        raise UserError(f"search.top_k must be in 1..pop_size ({s.pop_size}); got {s.top_k}")
-    if s.n_explore < 0 or s.n_refine < 1:
-        raise UserError("search.n_explore must be >= 0 and search.n_refine >= 1")
-    if s.top_k + s.n_explore + s.n_refine != s.pop_size:  # checked before a run directory is made
-        raise UserError(f"search.pop_size ({s.pop_size}) must equal top_k + n_explore + n_refine "
-                        f"({s.top_k + s.n_explore + s.n_refine}), as the paper's 240 = 20 + 100 + 120")
-    if any(p not in (0, 1, 2, 3) for p in s.compile):
-        raise UserError(f"search.compile lists search points 0-3 (blocks 0-2, logits); got {s.compile}")
-    if len(cfg.model.widths) != 3 or min(cfg.model.widths) < 1:
-        raise UserError(f"model.widths needs 3 positive widths; got {cfg.model.widths}")
+    _validate_model(cfg.model)
+    _validate_search(cfg.search)
+    if any(p < 0 for p in cfg.engine.compile):
+        raise UserError(f"engine.compile lists search points (0 = the first stage's output); got {cfg.engine.compile}")
     if not 0 < cfg.data.val_fraction < 1:
         raise UserError(f"data.val_fraction must be in (0, 1); got {cfg.data.val_fraction}")
     for t, name in ((cfg.baseline, "baseline"), (cfg.learn, "learn")):
         if t.epochs < 1 or t.batch_size < 1:
             raise UserError(f"{name}.epochs and {name}.batch_size must be >= 1")
     if not cfg.baseline.depths or min(cfg.baseline.depths) < 1:
-        raise UserError(f"baseline.depths needs positive groups-per-block values; got {cfg.baseline.depths}")
-    if not set(cfg.learn.supervise) <= {0, 1, 2}:
-        raise UserError(f"learn.supervise lists blocks among 0, 1, 2; got {cfg.learn.supervise}")
+        raise UserError(f"baseline.depths needs positive depths (groups per block); got {cfg.baseline.depths}")
+    if min(cfg.learn.supervise, default=0) < 0:
+        raise UserError(f"learn.supervise lists stages (0 = the first); got {cfg.learn.supervise}")
     if cfg.learn.groups_per_block < 1:
         raise UserError("learn.groups_per_block must be >= 1")
     bad = set(cfg.run.supervision_variants) - {"all", "skip0"}
@@ -283,6 +202,28 @@ def validate(cfg: Config) -> None:
         raise UserError("run.seeds must be >= 1")
 
 
+def _validate_model(m: ModelConfig) -> None:
+    from .models import BUILTIN, is_user_model
+    if m.name not in BUILTIN and not is_user_model(m.name):
+        raise UserError(f"model.name must be one of {', '.join(BUILTIN)} or MODULE:FACTORY (your own staged "
+                        f"model); got '{m.name}'")
+    if not m.widths or min(m.widths) < 1:
+        raise UserError(f"model.widths needs one positive width per stage; got {m.widths}")
+
+
+def _validate_search(s: SearchConfig) -> None:
+    for name in PER_POINT:
+        if not getattr(s, name):
+            raise UserError(f"search.{name} needs one value per search point (or one for all); got []")
+    if not 0 < s.top_k <= s.pop_size:
+        raise UserError(f"search.top_k must be in 1..pop_size ({s.pop_size}); got {s.top_k}")
+    if s.n_explore < 0 or s.n_refine < 1:
+        raise UserError("search.n_explore must be >= 0 and search.n_refine >= 1")
+    if s.top_k + s.n_explore + s.n_refine != s.pop_size:  # checked before a run directory is made
+        raise UserError(f"search.pop_size ({s.pop_size}) must equal top_k + n_explore + n_refine "
+                        f"({s.top_k + s.n_explore + s.n_refine}), as the paper's 240 = 20 + 100 + 120")
+
+
 def resolve(preset: str | None = None, overrides: list[str] = (), **direct) -> Config:
     """Defaults <- preset file <- `--set` overrides <- direct CLI flags (seed, device, data root)."""
     cfg = Config()
@@ -290,10 +231,10 @@ def resolve(preset: str | None = None, overrides: list[str] = (), **direct) -> C
         apply_dict(cfg, load_preset(preset))
     for item in overrides:
         key, value = parse_override(item)
-        _apply(cfg, key.split("."), value, key)
+        apply_key(cfg, key.split("."), value, key)
     for key, value in direct.items():
         if value is not None:
-            _apply(cfg, key.split("."), value, key)
+            apply_key(cfg, key.split("."), value, key)
     validate(cfg)
     return cfg
 

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .search import _images_for, build_search_network, configure_search_mode, search_images
+from .engine import search_images
+from .search import images_for, open_search
+from .strategy import Params
 
 PAPER_SPLIT = (20, 100, 120)  # paper's top_k / n_explore / n_refine of its 240-member population
-BLOCKS = (0, 1, 2)
 
 
 def scaled_population(pop_size: int) -> tuple[int, int, int]:
@@ -44,33 +45,38 @@ def sample_images(prep, n_images: int, seed: int) -> torch.Tensor:
     return pool[pick].sort().values
 
 
-def _search_rows(net, prep, rows: torch.Tensor, cfg_search, seed: int, chunk: int, keep_reps: bool):
+def _search_rows(problem, prep, rows: torch.Tensor, cfg_search, engine, seed: int, chunk: int, keep_reps: bool):
     """Search the images `rows` in chunks (bounded memory); per-image results do not depend on
     the chunking (each image has its own random stream). Returns (reps or None, ce, evaluations)."""
-    dev = next(net.parameters()).device
-    reps, ces, evals = [[] for _ in range(4)], [], []
+    params = Params.from_config(cfg_search, problem.shapes)
+    reps, ces, evals = [[] for _ in problem.shapes], [], []
     for a in range(0, len(rows), chunk):
         r = rows[a:a + chunk]
-        x, y = _images_for(prep, r)
-        res = search_images(net, x.to(dev), y.to(dev), r.tolist(), cfg_search, seed, pad_to=chunk)
+        x, y = images_for(prep, r)
+        res = search_images(problem, x.to(prep.device), y.to(prep.device), r.tolist(), params, engine, seed, pad_to=chunk)
         ces.append(res.ce.float().cpu())
         evals.append(res.evaluations.cpu())
         if keep_reps:
-            for layer in range(4):
-                reps[layer].append(res.reps[layer].float().cpu())
+            for point, rep in enumerate(res.reps):
+                reps[point].append(rep.float().cpu())
     ce, ev = torch.cat(ces), torch.cat(evals)
     return ([torch.cat(t) for t in reps] if keep_reps else None), ce, ev
 
 
-def _fixed_budget(cfg_search):
-    """A copy of the search config with adaptive stopping off: a sweep compares fixed budgets."""
+def _fixed_budget(cfg_search, n_points: int):
+    """A copy of the search config with adaptive stopping off (a sweep compares fixed budgets)
+    and each per-point list spelled out for every point."""
     s = copy.deepcopy(cfg_search)
-    s.target_ce, s.patience = [0.0] * 4, [0] * 4
+    params = Params.from_config(s, [()] * n_points)
+    for name in ("alpha", "boost", "blur"):
+        setattr(s, name, [getattr(p, name) for p in params.points])
+    s.generations = [p.generations for p in params.points]
+    s.target_ce, s.patience = [0.0] * n_points, [0] * n_points
     return s
 
 
 def _only_block(s, block: int, generations: int):
-    s.generations = [0, 0, 0, 0]
+    s.generations = [0] * len(s.generations)
     s.generations[block] = int(generations)
     return s
 
@@ -88,22 +94,21 @@ def fitness_scaling(prep, cfg, n_images: int = 1000, pop_sizes=(12, 24, 60, 120,
     measured CE is that of the block's best representation forwarded through the rest of the
     network. Block 0 starts from the config's noisy-input population; blocks 1 and 2 start from
     the forward of the best of that population. `progress(record)` is called after each point."""
-    base = _fixed_budget(cfg.search)
-    net = build_search_network(cfg, prep, prep.device)
-    configure_search_mode(net, base)
+    problem, _ = open_search(cfg, prep)
+    base = _fixed_budget(cfg.search, problem.num_points)
     rows = sample_images(prep, n_images, cfg.seed)
     result = {"images": int(len(rows)), "seed": cfg.seed, "split": list(PAPER_SPLIT),
-              "config_population": base.pop_size, "config_generations": list(base.generations[:3]), "blocks": {}}
+              "config_population": base.pop_size, "config_generations": list(base.generations[:-1]), "blocks": {}}
 
     def point(s, block, axis, value, key):
-        _, ce, ev = _search_rows(net, prep, rows, s, cfg.seed, chunk_images, keep_reps=False)
+        _, ce, ev = _search_rows(problem, prep, rows, s, cfg.engine, cfg.seed, chunk_images, keep_reps=False)
         rec = {key: int(value), "mean_best_ce": ce.mean().item(), "median_best_ce": ce.median().item(),
                "evaluations_per_image": ev.double().mean().item()}
         if progress is not None:
             progress({"block": block, "axis": axis, **rec})
         return rec
 
-    for block in BLOCKS:
+    for block in range(problem.num_points - 1):
         by_pop = []
         for p in pop_sizes:
             s = _only_block(copy.deepcopy(base), block, base.generations[block])
@@ -164,22 +169,22 @@ def diversity(prep, cfg, n_images: int = 32, runs: int = 8, out_dir=None, *, see
     averaged over the images with at least one kept, for k = 1..runs."""
     if runs < 1:
         raise UserError(f"diversity needs runs >= 1; got {runs}")
-    net = build_search_network(cfg, prep, prep.device)
-    configure_search_mode(net, cfg.search)
+    problem, _ = open_search(cfg, prep)
     rows = sample_images(prep, n_images, cfg.seed)
     labels = prep.dataset.train_y[rows]
     per_run, ok, ce = [], [], []
     for r in range(runs):  # runs outermost: each seed's noise bank is drawn once
-        reps, c, _ = _search_rows(net, prep, rows, cfg.search, cfg.seed + seed_stride * r, chunk_images, True)
-        per_run.append(reps[:3])
-        ok.append(p_correct(reps[3], labels) > 0.5)
+        reps, c, _ = _search_rows(problem, prep, rows, cfg.search, cfg.engine, cfg.seed + seed_stride * r,
+                                  chunk_images, True)
+        per_run.append(reps[:-1])
+        ok.append(p_correct(reps[-1], labels) > 0.5)
         ce.append(c)
     ok = torch.stack(ok, 1)  # (N, R)
     first_k = torch.arange(runs)[None, :]
     result = {"images": int(len(rows)), "runs": runs, "seeds": [cfg.seed + seed_stride * r for r in range(runs)],
               "p_correct_fraction": [ok[:, r].float().mean().item() for r in range(runs)],
               "mean_best_ce": [c.mean().item() for c in ce], "blocks": {}}
-    for block in BLOCKS:
+    for block in range(problem.num_points - 1):
         sols = torch.stack([reps[block] for reps in per_run], 1)  # (N, R, *S)
         curve = []
         for k in range(1, runs + 1):

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from . import analysis
 from .cache import TargetCache
 from .data import DeviceLoader, Prepared
-from .models import Net, build_net, forward_flops
+from .errors import UserError
+from .models import build_model, init_from_data
+from .models.staged import forward_flops, stage_outputs
 from .runs import RunDir, atomic_torch_save
 from .training import autocast_for, evaluate, fit, make_optimizer, prepare_model_for_device, standard_groups
 
@@ -58,7 +60,7 @@ def head_kl(logits: torch.Tensor, searched_logits: torch.Tensor) -> torch.Tensor
                     reduction="sum")
 
 
-def split_parameters(model: Net, lc) -> list[dict]:
+def split_parameters(model, lc) -> list[dict]:
     """Body groups as airbench (BN biases x bias_scaler); the head with its own lr multiplier."""
     head = {id(p) for p in model.head.parameters()}
     groups = standard_groups(model, lc, exclude=head)
@@ -67,16 +69,12 @@ def split_parameters(model: Net, lc) -> list[dict]:
 
 
 def make_loss_fn(targets: dict, supervise, lc, weights=None):
-    """targets: dict of tensors indexed by loader position (block0..2, logits)."""
+    """targets: dict of tensors indexed by loader position (block0..block{S-1}, logits)."""
 
-    def loss_fn(model: Net, idx, x, y):
-        h = model.stem(x)
-        outs = []
-        for stage in model.stages:
-            h = stage(h)
-            outs.append(h)
-        tg = [targets[f"block{l}"][idx] for l in range(3)]
-        body, parts = regression_loss(outs, tg, supervise, weights) if supervise else (h.sum() * 0, {})
+    def loss_fn(model, idx, x, y):
+        outs = stage_outputs(model, x)
+        tg = [targets[f"block{l}"][idx] for l in range(len(outs))]
+        body, parts = regression_loss(outs, tg, supervise, weights) if supervise else (outs[-1].sum() * 0, {})
         logits = model.head(outs[-1].detach())  # stop-gradient: no KL gradient reaches the body
         kl = head_kl(logits, targets["logits"][idx])
         loss = body + lc.kl_weight * kl
@@ -98,13 +96,13 @@ class Diagnostics:
         self.probe_x, self.probe_y = (t.to(prep.device) for t in _normalized(prep, train_idx))
         self.probe_every = probe_every
         tr = cache.load(cache.rows_for(train_idx.numpy()), prep.device, torch.float32)
-        k = prep.dataset.num_classes
+        k, self.stages = prep.dataset.num_classes, range(cache.num_stages)
         self.baselines = {l: analysis.predictability_baselines(tr[f"block{l}"], self.probe_y, self.val_t[f"block{l}"],
-                                                               self.val_y, k) for l in range(3)}
+                                                               self.val_y, k) for l in self.stages}
 
     def cosines(self, model) -> dict:
         outs = analysis.block_outputs(model, self.val_x)
-        return {f"cos_block{l}": analysis.cosine(outs[l], self.val_t[f"block{l}"]).mean().item() for l in range(3)}
+        return {f"cos_block{l}": analysis.cosine(outs[l], self.val_t[f"block{l}"]).mean().item() for l in self.stages}
 
     def probes(self, model) -> dict:
         tr = analysis.block_outputs(model, self.probe_x)
@@ -112,7 +110,7 @@ class Diagnostics:
         k = self.prep.dataset.num_classes
         return {f"probe_block{l}": analysis.linear_probe(analysis.probe_features(tr[l]), self.probe_y,
                                                          analysis.probe_features(va[l]), self.val_y, k)
-                for l in range(3)}
+                for l in self.stages}
 
     def hook(self, model, epoch: int) -> dict:
         rec = self.cosines(model)
@@ -126,39 +124,61 @@ def _normalized(prep: Prepared, idx):
     return normalize(prep.dataset.train_x[idx], prep.mean, prep.std), prep.dataset.train_y[idx]
 
 
-def build_learner(prep: Prepared, cfg, cache: TargetCache | None = None) -> Net:
+def build_learner(prep: Prepared, cfg):
+    """A fresh learner: the search network's family at the learner's depth (`learn.groups_per_block`)."""
     lc = cfg.learn
     torch.manual_seed(cfg.seed + 1)
-    model = build_net(cfg.model, prep.dataset.shape, prep.dataset.num_classes, lc.groups_per_block,
-                      normalize_outputs=cfg.search.target_space == "normalized", init=lc.init)
+    model, shapes = build_model(cfg, "learner", prep.dataset.shape, prep.dataset.num_classes, depth=lc.groups_per_block,
+                                init=lc.init, normalize=cfg.search.target_space == "normalized")
     x, _ = prep.images("train")
-    model.whiten.fit(x[:cfg.model.whiten_patches].cpu(), cfg.model.whiten_eps)
+    init_from_data(model, x.cpu())
     return model
+
+
+def check_supervise(supervise, num_stages: int) -> list[int]:
+    supervise = list(supervise)
+    if any(not 0 <= s < num_stages for s in supervise):
+        raise UserError(f"learn.supervise lists stages 0-{num_stages - 1} of this model; got {supervise}")
+    return supervise
+
+
+def learn_from_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, augment: bool = False,
+                       seed: int = 0, num_classes: int | None = None, run: RunDir | None = None, tag: str = "learn",
+                       epoch_hook=None, progress: bool = True, checkpoint=None) -> tuple[torch.nn.Module, dict]:
+    """Train `model` (fresh, or warm-started: any staged model) to regress its stage outputs to
+    `targets` (dict: block{i} per stage in loader order, and logits); the head learns the KL to
+    the searched logits. With `val` = (x, y) the best epoch by validation accuracy is kept."""
+    n_stages = len(model.stages)
+    supervise = check_supervise(range(n_stages) if supervise is None else supervise, n_stages)
+    weights = None
+    if lc.loss == "class_weighted":
+        k = num_classes or targets["logits"].shape[1]
+        weights = [class_informative_weights(targets[f"block{l}"], y, k) for l in range(n_stages)]
+    dev = str(x.device)
+    model = prepare_model_for_device(model, dev)
+    loader = DeviceLoader(x, y, lc.batch_size, augment=augment, fixed_batches=lc.fixed_batches, seed=seed)
+    opt = make_optimizer(split_parameters(model, lc), lc, lc.batch_size)
+    stats = fit(model, loader, opt, lc, loss_fn=make_loss_fn(targets, supervise, lc, weights), val=val or (x, y),
+                run=run, tag=tag, epoch_hook=epoch_hook, autocast=autocast_for(dev), checkpoint=checkpoint,
+                progress=progress)
+    return model, {**stats, "supervise": supervise}
 
 
 def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None = None, *, supervise=None,
                      augment: bool | None = None, tag: str = "learn", progress: bool = True,
-                     diagnostics: Diagnostics | None = None) -> tuple[Net, dict]:
+                     diagnostics: Diagnostics | None = None) -> tuple[torch.nn.Module, dict]:
     """Train the learner on cached targets only; select by validation; test once; probe at the end."""
     lc, dev = cfg.learn, prep.device
-    supervise = list(lc.supervise if supervise is None else supervise)
     augment = lc.augment if augment is None else augment
     cache.require_complete()
     train_x, train_y = prep.images("train")
-    rows = cache.rows_for(prep.split.train.numpy())
-    targets = cache.load(rows, dev, torch.float32)
-    weights = None
-    if lc.loss == "class_weighted":
-        weights = [class_informative_weights(targets[f"block{l}"], train_y, prep.dataset.num_classes) for l in range(3)]
-    model = prepare_model_for_device(build_learner(prep, cfg), dev)
-    loader = DeviceLoader(train_x, train_y, lc.batch_size, augment=augment, fixed_batches=lc.fixed_batches,
-                          seed=cfg.seed)
-    opt = make_optimizer(split_parameters(model, lc), lc, lc.batch_size)
+    targets = cache.load(cache.rows_for(prep.split.train.numpy()), dev, torch.float32)
     diagnostics = diagnostics or Diagnostics(prep, cache, lc.probe_every, lc.probe_images)
-    ck = run.path / f"checkpoint-{tag}.pt" if run else None
-    stats = fit(model, loader, opt, lc, loss_fn=make_loss_fn(targets, supervise, lc, weights),
-                val=prep.images("val"), run=run, tag=tag, epoch_hook=diagnostics.hook, autocast=autocast_for(dev),
-                checkpoint=ck, progress=progress)
+    model, stats = learn_from_targets(
+        build_learner(prep, cfg), train_x, train_y, targets, lc, val=prep.images("val"),
+        supervise=lc.supervise if supervise is None else supervise, augment=augment, seed=cfg.seed,
+        num_classes=prep.dataset.num_classes, run=run, tag=tag, epoch_hook=diagnostics.hook, progress=progress,
+        checkpoint=run.path / f"checkpoint-{tag}.pt" if run else None)
     test = evaluate(model, *prep.images("test"), autocast=autocast_for(dev))
     final = {**diagnostics.cosines(model), **diagnostics.probes(model)}
     control = diagnostics.probes(prepare_model_for_device(build_learner(prep, cfg), dev))
@@ -167,7 +187,7 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
         atomic_torch_save(model.state_dict(), run.path / f"model-{tag}.pt")
     flops = forward_flops(model, prep.dataset.shape, dev)
     summary = {"test_accuracy": test["accuracy"], "val_accuracy": stats["best_val_accuracy"],
-               "best_epoch": stats["best_epoch"], "supervise": supervise, "augment": augment,
+               "best_epoch": stats["best_epoch"], "supervise": stats["supervise"], "augment": augment,
                "images_per_s": stats["images_per_s"], "train_flops": 3 * flops * lc.epochs * len(train_y),
                **final, "target_baselines": diagnostics.baselines}
     if run:

@@ -19,9 +19,14 @@ from .cache import TargetCache
 from .data import prepare
 from .learn import Diagnostics, train_from_cache
 from .runs import RunDir, atomic_write_json, atomic_write_text
-from .search import run_search
+from .search import fingerprint_for, run_search
 
-SUPERVISION = {"all": [0, 1, 2], "skip0": [1, 2]}
+
+
+def supervision(variant: str, num_stages: int) -> list[int]:
+    """The stages a supervision variant regresses: "all", or "skip0" (every stage but the first)."""
+    return list(range(num_stages)) if variant == "all" else list(range(1, num_stages))
+
 LABELS = {"sgd": "SGD", "all": "Search-based (All layers)", "skip0": "Search-based (Skip block 0)"}
 
 
@@ -44,8 +49,7 @@ def run_seed(cfg, root: Path, progress: bool = True) -> dict:
     seed_dir.mkdir(parents=True, exist_ok=True)
     cache_path = seed_dir / "cache"
     if (cache_path / "manifest.json").exists() and json.loads((cache_path / "manifest.json").read_text()).get("complete"):
-        from .cache import accepted_fingerprints
-        cache = TargetCache.open(cache_path, accepted_fingerprints(cfg, prep.dataset.fingerprint()))
+        cache = TargetCache.open(cache_path, fingerprint_for(cfg, prep))
         search_summary = cache.manifest["summary"]
     else:
         cache, search_summary = run_search(prep, cfg, cache_path, progress=progress)
@@ -62,7 +66,7 @@ def run_seed(cfg, root: Path, progress: bool = True) -> dict:
             out["learn"][f"{variant}-{_aug_name(augment)}"] = _stage(
                 seed_dir / tag, c.to_dict(), c.device,
                 lambda run, v=variant, a=augment, t=tag: train_from_cache(
-                    prep, cfg, cache, run, supervise=SUPERVISION[v], augment=a, tag=t, progress=progress,
+                    prep, cfg, cache, run, supervise=supervision(v, cache.num_stages), augment=a, tag=t, progress=progress,
                     diagnostics=diagnostics)[1])
     return out
 
@@ -109,12 +113,13 @@ def run_pipeline(cfg, root: Path, progress: bool = True) -> dict:
     a = _aug_name(cfg.run.augment_variants[0])
     v = cfg.run.supervision_variants[0]
     first = seeds[0]
+    last = len(first["search"]["layers"]) - 2  # the last stage
     summary = {
         "dataset": dataset, "seeds": len(seeds), "train_images": train_images,
         "sgd_test_accuracy": results["table"]["sgd"][a]["mean"],
         "search_test_accuracy": results["table"][v][a]["mean"],
         "gap_points": 100 * (results["table"]["sgd"][a]["mean"] - results["table"][v][a]["mean"]),
-        "search_probe_block2": statistics.mean(s["learn"][f"{v}-{a}"]["probe_block2"] for s in seeds),
+        "search_probe_last_block": statistics.mean(s["learn"][f"{v}-{a}"][f"probe_block{last}"] for s in seeds),
         "searched_ce_mean": statistics.mean(s["search"]["searched_ce_mean"] for s in seeds),
         "search_evaluations_per_image": first["search"]["evaluations_per_image_mean"],
         "search_flops": sum(s["search"]["flops_total"] for s in seeds),

@@ -8,22 +8,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-LAYER_NAMES = ["block 0", "block 1", "block 2", "logits"]
-
-
 def plot_search_curves(curves: dict, path: Path) -> None:
     """Mean best and mean population cross-entropy per generation, one panel per search point."""
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), sharey=False)
-    for layer, ax in enumerate(axes):
+    n = len(curves)
+    fig, axes = plt.subplots(1, n, figsize=(3.5 * n, 3.2), sharey=False, squeeze=False)
+    for layer, ax in enumerate(axes[0]):
         c = curves.get(layer) or curves.get(str(layer))
         if c:
             ax.plot(c["best"], label="best")
             ax.plot(c["mean"], label="population mean", alpha=0.6)
-        ax.set_title(LAYER_NAMES[layer])
+        ax.set_title("logits" if layer == n - 1 else f"block {layer}")
         ax.set_xlabel("generation")
         ax.set_yscale("log")
-    axes[0].set_ylabel("cross-entropy")
-    axes[0].legend()
+    axes[0][0].set_ylabel("cross-entropy")
+    axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

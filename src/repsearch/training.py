@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .models import BatchNorm, Whitening
+from .models.staged import logits as staged_logits
 
 
 def torch_lr(lr: float, momentum: float) -> float:
@@ -28,13 +28,14 @@ def make_optimizer(params_groups: list[dict], tc, batch_size: int) -> torch.opti
 
 
 def standard_groups(model: nn.Module, tc, exclude: set[int] = frozenset()) -> list[dict]:
-    """BatchNorm biases (and the whitening bias) get lr x bias_scaler, as airbench."""
+    """BatchNorm biases (and a data-initialized bias such as airbench's whitening) get lr x bias_scaler."""
     biases, others = [], []
     for m in model.modules():
         for name, p in m.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in exclude:
                 continue
-            (biases if isinstance(m, (BatchNorm, Whitening)) and name == "bias" else others).append(p)
+            scaled = isinstance(m, nn.modules.batchnorm._BatchNorm) or getattr(m, "bias_warmup_only", False)
+            (biases if scaled and name == "bias" else others).append(p)
     return [g for g in ({"params": others}, {"params": biases, "lr_scale": tc.bias_scaler}) if g["params"]]
 
 
@@ -57,7 +58,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     correct, loss = 0, 0.0
     for i in range(0, len(y), batch_size):
         with autocast() if autocast else _null():
-            logits = model(x[i:i + batch_size]).float()
+            logits = staged_logits(model, x[i:i + batch_size]).float()
         correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
         loss += nn.functional.cross_entropy(logits, y[i:i + batch_size], reduction="sum").item()
     model.train()
@@ -88,7 +89,7 @@ def prepare_model_for_device(model: nn.Module, device: str) -> nn.Module:
 
 def freeze_whitening_bias(model: nn.Module) -> None:
     for m in model.modules():
-        if isinstance(m, Whitening):
+        if getattr(m, "bias_warmup_only", False):  # airbench's whitening: trained for whiten_bias_epochs
             m.bias.requires_grad = False
             m.bias.grad = None
 
