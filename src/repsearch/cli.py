@@ -61,9 +61,11 @@ def _print_summary(summary: dict, run) -> None:
 def cmd_baseline(args) -> int:
     from .baseline import run_baseline
     from .data import prepare
+    from .models import build_model
     cfg = _resolve(args)
     _check_device(cfg.device)
     prep = prepare(cfg)
+    build_model(cfg, "baseline", prep.dataset.shape, prep.dataset.num_classes)  # a bad model: one line, nothing written
     run = _run_dir(args, "baseline", cfg)
     summary = run_baseline(prep, cfg, run, progress=not args.no_progress)
     _print_summary(run.summary(summary), run)
@@ -73,12 +75,13 @@ def cmd_baseline(args) -> int:
 def cmd_search(args) -> int:
     from .data import prepare
     from .plots import plot_search_curves
-    from .search import run_search
+    from .search import preflight, run_search
     cfg = _resolve(args)
     _check_device(cfg.device)
     if args.limit < 0:
         raise UserError("--limit must be >= 0")
     prep = prepare(cfg)
+    preflight(cfg, prep)
     run = _run_dir(args, "search", cfg)
     cache_path = Path(args.cache) if args.cache else run.path / "cache"
     cache, summary = run_search(prep, cfg, cache_path, limit=args.limit, progress=not args.no_progress, log=run.log)
@@ -94,12 +97,13 @@ def cmd_train(args) -> int:
     from .cache import TargetCache
     from .data import prepare
     from .learn import train_from_cache
-    from .search import fingerprint_for
+    from .search import fingerprint_for, preflight
     cfg = _resolve(args)
     _check_device(cfg.device)
     if not args.cache:
         raise UserError("train needs --cache DIR (a target cache written by 'repsearch search')")
     prep = prepare(cfg)
+    preflight(cfg, prep)
     cache = TargetCache.open(args.cache, fingerprint_for(cfg, prep))
     cache.require_complete()
     run = _run_dir(args, "train", cfg)
@@ -117,7 +121,8 @@ def cmd_run(args) -> int:
         cfg.run.seeds = args.seeds
     _check_device(cfg.device)
     from .data import prepare
-    prepare(cfg)  # fail early on missing data, before anything is written
+    from .search import preflight
+    preflight(cfg, prepare(cfg))  # fail early on missing data or a bad model, before anything is written
     run = _run_dir(args, "run", cfg)
     summary, results = run_pipeline(cfg, run.path, progress=not args.no_progress)
     print(markdown(results, cfg))
@@ -127,9 +132,11 @@ def cmd_run(args) -> int:
 
 def _experiment(args, command: str, fn, **kw) -> int:
     from .data import prepare
+    from .search import preflight
     cfg = _resolve(args)
     _check_device(cfg.device)
     prep = prepare(cfg)
+    preflight(cfg, prep)
     run = _run_dir(args, command, cfg)
     result = fn(prep, cfg, out_dir=run.path, **kw)
     print(json.dumps(result.get("blocks", result), indent=2, default=str)[:4000])

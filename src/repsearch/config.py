@@ -114,7 +114,7 @@ class EngineConfig:
 @dataclass
 class LearnConfig(TrainConfig):
     groups_per_block: int = 2  # paper: 3 for CIFAR (6 convs per block), 2 for MNIST
-    supervise: list[int] = field(default_factory=lambda: [0, 1, 2])  # blocks regressed to targets
+    supervise: list[int] = field(default_factory=list)  # stages regressed to targets; [] = every stage
     kl_weight: float = 0.03  # paper's lambda
     head_lr_scale: float = 33.3  # head's lr multiplier: 1/lambda makes the head step lambda-free
     loss: str = "mse"  # "mse": per-element MSE; "class_weighted": elements weighted by class-explained variance
@@ -180,8 +180,8 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}; got '{value}'")
-    _validate_model(cfg.model)
-    _validate_search(cfg.search)
+    validate_model(cfg.model)
+    validate_search(cfg.search)
     if any(p < 0 for p in cfg.engine.compile):
         raise UserError(f"engine.compile lists search points (0 = the first stage's output); got {cfg.engine.compile}")
     if not 0 < cfg.data.val_fraction < 1:
@@ -202,7 +202,7 @@ def validate(cfg: Config) -> None:
         raise UserError("run.seeds must be >= 1")
 
 
-def _validate_model(m: ModelConfig) -> None:
+def validate_model(m: ModelConfig) -> None:
     from .models import BUILTIN, is_user_model
     if m.name not in BUILTIN and not is_user_model(m.name):
         raise UserError(f"model.name must be one of {', '.join(BUILTIN)} or MODULE:FACTORY (your own staged "
@@ -211,7 +211,7 @@ def _validate_model(m: ModelConfig) -> None:
         raise UserError(f"model.widths needs one positive width per stage; got {m.widths}")
 
 
-def _validate_search(s: SearchConfig) -> None:
+def validate_search(s: SearchConfig) -> None:
     for name in PER_POINT:
         if not getattr(s, name):
             raise UserError(f"search.{name} needs one value per search point (or one for all); got []")

@@ -142,7 +142,7 @@ def check_supervise(supervise, num_stages: int) -> list[int]:
     return supervise
 
 
-def learn_from_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, augment: bool = False,
+def fit_to_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, augment: bool = False,
                        seed: int = 0, num_classes: int | None = None, run: RunDir | None = None, tag: str = "learn",
                        epoch_hook=None, progress: bool = True, checkpoint=None) -> tuple[torch.nn.Module, dict]:
     """Train `model` (fresh, or warm-started: any staged model) to regress its stage outputs to
@@ -174,9 +174,9 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
     train_x, train_y = prep.images("train")
     targets = cache.load(cache.rows_for(prep.split.train.numpy()), dev, torch.float32)
     diagnostics = diagnostics or Diagnostics(prep, cache, lc.probe_every, lc.probe_images)
-    model, stats = learn_from_targets(
+    model, stats = fit_to_targets(
         build_learner(prep, cfg), train_x, train_y, targets, lc, val=prep.images("val"),
-        supervise=lc.supervise if supervise is None else supervise, augment=augment, seed=cfg.seed,
+        supervise=(lc.supervise or None) if supervise is None else supervise, augment=augment, seed=cfg.seed,
         num_classes=prep.dataset.num_classes, run=run, tag=tag, epoch_hook=diagnostics.hook, progress=progress,
         checkpoint=run.path / f"checkpoint-{tag}.pt" if run else None)
     test = evaluate(model, *prep.images("test"), autocast=autocast_for(dev))

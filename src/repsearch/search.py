@@ -36,11 +36,32 @@ def open_search(cfg, prep, cache_path=None):
     if cache_path is not None and (Path(cache_path) / "network.pt").exists():
         model.load_state_dict(torch.load(Path(cache_path) / "network.pt", weights_only=True))
     configure_search_mode(model, cfg.search, cfg.engine)
+    return StagedProblem(model, shapes), check_against_model(cfg, shapes)
+
+
+def check_against_model(cfg, shapes: list[tuple]) -> Params:
+    """The settings whose validity depends on the model's search points; returns the strategy's Params."""
     params = Params.from_config(cfg.search, shapes)
     bad = [p for p in cfg.engine.compile if p >= len(shapes)]
     if bad:
         raise UserError(f"engine.compile lists search points 0-{len(shapes) - 1} for this model; got {bad}")
-    return StagedProblem(model, shapes), params
+    from .learn import check_supervise
+    check_supervise(cfg.learn.supervise, len(shapes) - 1)  # [] = every stage
+    return params
+
+
+def preflight(cfg, prep) -> None:
+    """Build the search network and the learner and check the config against them, so that a bad
+    model or setting is one line before anything is written. The learner's stages must have the
+    search network's output shapes: they regress to its searched representations."""
+    from .models import build_model
+    args = (prep.dataset.shape, prep.dataset.num_classes)
+    _, shapes = build_model(cfg, "search", *args, init="dirac")
+    check_against_model(cfg, shapes)
+    _, learner = build_model(cfg, "learner", *args, depth=cfg.learn.groups_per_block, init=cfg.learn.init)
+    if learner[:-1] != shapes[:-1]:
+        raise UserError(f"the learner's stage outputs {learner[:-1]} differ from the search network's {shapes[:-1]}; "
+                        "a factory may give the learner more depth (role='learner'), not other stage shapes")
 
 
 def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log=None):

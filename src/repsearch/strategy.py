@@ -66,19 +66,19 @@ class Params:
         """The search config for a model with these search point shapes (logits last). Per-point
         settings are lists with one value for every point, or a single value for all of them."""
         n = len(shapes)
-        lists = {name: _per_point(getattr(s, name), name, n) for name in PER_POINT}
+        wrong = [f"search.{k}" for k in PER_POINT if len(getattr(s, k)) not in (1, n)]
+        if wrong:
+            raise UserError(f"the model has {n} search points ({n - 1} stages + logits) but {', '.join(wrong)} "
+                            f"{'has' if len(wrong) == 1 else 'have'} another number of values; give {n} values "
+                            "(stages in order, logits last) or 1 for all")
+        lists = {name: _per_point(getattr(s, name), n) for name in PER_POINT}
         points = tuple(PointParams(point_kind(shape, i == n - 1), *(lists[k][i] for k in PER_POINT))
                        for i, shape in enumerate(shapes))
         return cls(s.pop_size, s.top_k, s.n_explore, s.n_refine, s.init_noise, s.smooth, s.noise, s.target_space, points)
 
 
-def _per_point(values: list, name: str, n: int) -> list:
-    if len(values) == 1:
-        return list(values) * n
-    if len(values) != n:
-        raise UserError(f"search.{name} has {len(values)} values but the model has {n} search points "
-                        f"({n - 1} stages + logits); give {n} values, or 1 for all")
-    return list(values)
+def _per_point(values: list, n: int) -> list:
+    return list(values) * n if len(values) == 1 else list(values)
 
 
 @dataclass

@@ -47,9 +47,10 @@ def point_kind(shape: tuple, is_logits: bool) -> str:
     return "map" if len(shape) == 3 else "vector"
 
 
-def check_staged(model: nn.Module, input_shape, num_classes: int, name: str = "model") -> list[tuple]:
+def check_staged(model: nn.Module, input_shape, num_classes: int | None = None, name: str = "model") -> list[tuple]:
     """Check the contract on a probe batch (zeros: no random numbers are consumed) and return the
-    search points' per-sample shapes, logits last. Breaking it is a UserError naming what is wrong."""
+    search points' per-sample shapes, logits last. Breaking it is a UserError naming what is wrong.
+    `num_classes` None: whatever the head returns, as long as it is (batch, classes)."""
     missing = [a for a in ("stem", "stages", "head") if not isinstance(getattr(model, a, None), nn.Module)]
     if missing:
         raise UserError(f"{name} is not a staged model: it has no module attribute {', '.join(missing)} "
@@ -69,10 +70,10 @@ def check_staged(model: nn.Module, input_shape, num_classes: int, name: str = "m
             logits = _probe(model.head, h, f"{name}.head")
     finally:
         model.train(was)
-    if logits.dim() != 2 or logits.shape[1] != num_classes:
-        raise UserError(f"{name}.head must return (batch, {num_classes}) logits; it returned shape "
+    if logits.dim() != 2 or (num_classes is not None and logits.shape[1] != num_classes):
+        raise UserError(f"{name}.head must return (batch, {num_classes or 'classes'}) logits; it returned shape "
                         f"{tuple(logits.shape)} for a batch of 2")
-    return shapes + [(num_classes,)]
+    return shapes + [(logits.shape[1],)]
 
 
 def _probe(module: nn.Module, h: torch.Tensor, where: str) -> torch.Tensor:
@@ -92,10 +93,15 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def normalize_stages(model: nn.Module) -> nn.Module:
-    """End every stage in `SampleNorm` (in place): with `search.target_space = "normalized"` the
-    search network and the learner then live in the space of the searched targets."""
-    model.stages = nn.ModuleList(nn.Sequential(stage, SampleNorm()) for stage in model.stages)
+    """End every stage in `SampleNorm` (in place, once): with `search.target_space = "normalized"`
+    the search network and the learner then live in the space of the searched targets."""
+    if not all(ends_normalized(stage) for stage in model.stages):
+        model.stages = nn.ModuleList(nn.Sequential(stage, SampleNorm()) for stage in model.stages)
     return model
+
+
+def ends_normalized(stage: nn.Module) -> bool:
+    return isinstance(stage, nn.Sequential) and len(stage) > 0 and isinstance(stage[-1], SampleNorm)
 
 
 def stage_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:

@@ -1,0 +1,116 @@
+"""repsearch as a library: search targets for any staged model and learn from them, no CLI needed.
+
+    import torch
+    from repsearch import api
+
+    targets = api.search_targets(my_model, images, labels, search={"pop_size": 12, "top_k": 2,
+                                 "n_explore": 5, "n_refine": 5, "generations": [40, 20, 20, 5]})
+    learner, stats = api.learn_from_targets(my_learner, images, labels, targets, learn={"epochs": 20})
+
+`my_model` is any staged model (docs/method.md, "The model contract"); it is copied, never
+changed. `images` are the normalized inputs (N, *input_shape), `labels` (N,) int64. Settings are
+the `search`, `engine` and `learn` config sections as dicts (defaults in `repsearch.config`).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import EngineConfig, LearnConfig, SearchConfig, validate_search
+from .engine import chunk_size, search_images
+from .hooks import ChunkRecorder, Progress
+from .learn import fit_to_targets
+from .models import init_from_data
+from .models.staged import check_staged, normalize_stages
+from .overrides import apply_dict
+from .problem import StagedProblem, calibrate_batchnorm, configure_search_mode
+from .strategy import Params
+
+
+@dataclass
+class Targets:
+    """The searched representation of every image at every search point (logits last)."""
+    reps: list[torch.Tensor]  # (N, *S) per search point
+    ce: torch.Tensor  # (N,) final best cross-entropy
+    evaluations: torch.Tensor  # (N,) candidate evaluations spent per image
+    target_space: str = "normalized"
+    curves: dict = field(default_factory=dict)  # per point: mean best CE per generation
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """By name, as the target cache stores them: block0..block{S-1}, logits."""
+        return {**{f"block{i}": r for i, r in enumerate(self.reps[:-1])}, "logits": self.reps[-1]}
+
+
+def _section(cls, overrides):
+    if isinstance(overrides, cls):
+        return copy.deepcopy(overrides)
+    section = cls()
+    apply_dict(section, dict(overrides or {}))
+    return section
+
+
+@torch.no_grad()
+def search_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, search=None, engine=None,
+                   seed: int = 0, image_ids=None, calibration_images: torch.Tensor | None = None,
+                   progress: bool = False) -> Targets:
+    """Search representations for every image (paper Section 3.1) with a copy of `model` as the
+    search network: its data-dependent init (if any) and BatchNorm calibration are done on
+    `calibration_images` (default: `images`). `image_ids` seed each image's random stream
+    (default 0..N-1): the same id and seed always give the same search."""
+    s, e = _section(SearchConfig, search), _section(EngineConfig, engine)
+    validate_search(s)
+    model = copy.deepcopy(model)
+    shapes = check_staged(model, tuple(images.shape[1:]), name="model")
+    if s.target_space == "normalized":
+        normalize_stages(model)
+    calib = (images if calibration_images is None else calibration_images).cpu()
+    model.cpu()
+    init_from_data(model, calib)
+    if s.bn == "calibrated":
+        calibrate_batchnorm(model, calib[:s.calib_images])
+    model.to(images.device)
+    configure_search_mode(model, s, e)
+    problem, params = StagedProblem(model, shapes), Params.from_config(s, shapes)
+    ids = list(range(len(images))) if image_ids is None else [int(i) for i in image_ids]
+    chunk = chunk_size(shapes, params, e)
+    per_image = params.pop_size + sum(p.budget for p in params.points) * params.n_children + len(shapes) - 1
+    bar, parts, curves = Progress(per_image * len(images), enabled=progress), [], {}
+    for a in range(0, len(images), chunk):
+        rec = ChunkRecorder(params.n_children)
+        parts.append(search_images(problem, images[a:a + chunk], labels[a:a + chunk], ids[a:a + chunk], params, e,
+                                   seed, hooks=(rec, bar), pad_to=chunk))
+        _add_curves(curves, rec.curves)
+    bar.close()
+    reps = [torch.cat([p.reps[i] for p in parts]) for i in range(len(shapes))]
+    mean_best = {point: [v / c["count"] for v in c["best_sum"]] for point, c in curves.items()}
+    return Targets(reps, torch.cat([p.ce for p in parts]), torch.cat([p.evaluations for p in parts]), s.target_space,
+                   mean_best)
+
+
+def _add_curves(total: dict, chunk: dict) -> None:
+    """Sum per-generation curve sums over chunks (a chunk that stopped early repeats its last value)."""
+    for point, c in chunk.items():
+        t = total.setdefault(point, {"best_sum": [], "count": 0})
+        n = max(len(t["best_sum"]), len(c["best_sum"]))
+        pad = lambda v: v + [v[-1]] * (n - len(v)) if v else [0.0] * n  # noqa: E731
+        t["best_sum"] = [a + b for a, b in zip(pad(t["best_sum"]), pad(c["best_sum"]))]
+        t["count"] += c["count"]
+
+
+def learn_from_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: Targets, *,
+                       learn=None, val: tuple | None = None, supervise=None, augment: bool = False, seed: int = 0,
+                       progress: bool = False) -> tuple[torch.nn.Module, dict]:
+    """Train `model` (a staged model of the same stage shapes; fresh or warm-started, trained in
+    place) to regress its stage outputs to `targets` and its head to the searched logits (paper
+    Section 4.2). With `val` = (images, labels) the best epoch by validation accuracy is kept."""
+    lc = _section(LearnConfig, learn)
+    check_staged(model, tuple(images.shape[1:]), targets.reps[-1].shape[1], name="learner")
+    if targets.target_space == "normalized":
+        normalize_stages(model)
+    init_from_data(model, images.cpu())
+    device = images.device
+    tg = {k: v.to(device, torch.float32) for k, v in targets.as_dict().items()}
+    return fit_to_targets(model, images, labels, tg, lc, val=val, supervise=supervise, augment=augment, seed=seed,
+                          progress=progress)
