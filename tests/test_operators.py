@@ -106,3 +106,39 @@ def test_phase_ordered_bank_windows_are_the_true_windows_reordered():
     true = bank.draw(rn.PerImageRNG(0, [1, 2]), shape, blur=2)
     phased = bank.draw(rn.PerImageRNG(0, [1, 2]), shape, blur=2, phases=True)
     assert torch.equal(phased, to_phases(true))
+
+
+def test_vector_points_get_element_scaled_noise_no_smoothing_and_normalization():
+    """A vector representation (an MLP's (D,)) is mutated like a map's 1x1 channels: noise scaled
+    by alpha x the parents' std over all elements, no spatial smoothing, then normalized per sample."""
+    torch.manual_seed(0)
+    pop = torch.randn(2, 3, 4000) * torch.tensor([1.0, 3.0])[:, None, None]
+    std = ops.member_std(pop, "vector")
+    assert std.shape == (2, 3)
+    i1, i2 = torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long)
+    noise = torch.randn(2, 5, 4000)
+    delta = ops.perturb_vector(pop, std, i1, i2, noise, 0.2) - ops.crossover(pop, i1, i2)
+    expected = 0.2 * 0.5 * (std[:, 0] + std[:, 1])
+    assert torch.allclose(delta.std(2), expected[:, None].expand(2, 5), rtol=0.05)
+    child = ops.mutate(pop, std, i1, i2, noise, 0.2, blur=3, smooth_target="noise", kind="vector")
+    assert torch.allclose(child.mean(2), torch.zeros(2, 5), atol=1e-5)
+    assert torch.allclose(child.var(2, unbiased=False), torch.ones(2, 5), atol=1e-3)
+    same = ops.mutate(pop, std, i1, i2, noise, 0.2, blur=0, smooth_target="noise", kind="vector")
+    assert torch.equal(child, same)  # blur does nothing without a spatial map
+
+
+def test_every_kind_of_point_through_every_operator():
+    """Maps and vectors end normalized, logits recentred; each kind's member std has its own shape."""
+    torch.manual_seed(0)
+    cases = {"map": torch.randn(2, 4, 3, 5, 5), "vector": torch.randn(2, 4, 7), "logits": torch.randn(2, 4, 10) + 3}
+    stds = {"map": (2, 4, 3), "vector": (2, 4), "logits": (2, 4)}
+    for kind, pop in cases.items():
+        std = ops.member_std(pop, kind)
+        assert std.shape == stds[kind] and (std > 0).all(), kind
+        i = torch.randint(0, 4, (2, 6))
+        child = ops.mutate(pop, std, i, i.flip(1), torch.randn(2, 6, *pop.shape[2:]), 0.3, 1, "noise", kind=kind)
+        assert child.shape == (2, 6, *pop.shape[2:])
+        flat = child.flatten(2)
+        assert torch.allclose(flat.mean(2), torch.zeros(2, 6), atol=1e-5), kind
+        if kind != "logits":
+            assert torch.allclose(flat.var(2, unbiased=False), torch.ones(2, 6), atol=1e-3), kind

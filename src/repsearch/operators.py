@@ -119,9 +119,13 @@ def perturb_conv(pop, std, i1, i2, noise, alpha, blur, smooth_target="noise", fa
 
 def mutate_vector(pop, std, i1, i2, noise, alpha: float) -> torch.Tensor:
     """Crossover + noise scaled by the parents' std over all elements, then per-sample normalization."""
-    child = crossover(pop, i1, i2)
+    return _normalized(perturb_vector(pop, std, i1, i2, noise, alpha))
+
+
+def perturb_vector(pop, std, i1, i2, noise, alpha: float) -> torch.Tensor:
+    """mutate_vector before its normalization."""
     sigma = _parent_sigma(std, i1, i2).reshape(*std.shape[:1], -1, *(1,) * (pop.dim() - 2))
-    return _normalized(child + noise * (alpha * sigma))
+    return crossover(pop, i1, i2) + noise * (alpha * sigma)
 
 
 def mutate_logits(pop, std, i1, i2, noise, alpha: float) -> torch.Tensor:
