@@ -285,3 +285,16 @@ def test_short_chunk_padded_to_the_compiled_size_keeps_each_images_result():
     for layer in range(4):
         assert padded.curves[layer]["count"] == 5
         assert np.allclose(eager.curves[layer]["best_sum"], padded.curves[layer]["best_sum"], rtol=1e-3)
+
+
+def test_batchnorm_without_running_statistics_searches_and_learns(tmp_path):
+    """model.bn_running_stats=false (the paper's BN "without running statistics") has no running
+    buffers: the search network's calibration gives it some, and the learner trains on batch stats."""
+    from repsearch.learn import train_from_cache
+    cfg = tiny("model.bn_running_stats=false", "data.subset=60", "learn.epochs=2", "learn.batch_size=20",
+               "learn.probe_images=40")
+    prep = prepare(cfg)
+    cache, summary = run_search(prep, cfg, tmp_path / "c", progress=False)
+    assert summary["layers"][-1]["ce_end"] < summary["layers"][0]["ce_start"]
+    _, learned = train_from_cache(prep, cfg, cache, progress=False)
+    assert 0 <= learned["test_accuracy"] <= 1

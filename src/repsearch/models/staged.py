@@ -133,12 +133,13 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def forward_flops(model: nn.Module, in_shape, device="cpu") -> int:
-    """FLOPs of one input's forward pass (multiply-adds count 2), by PyTorch's flop counter."""
+    """FLOPs of one input's forward pass (multiply-adds count 2), by PyTorch's flop counter (on
+    a batch of 2, halved: BatchNorm on batch statistics needs more than one value per channel)."""
     from torch.utils.flop_counter import FlopCounterMode
-    x = torch.zeros(1, *in_shape, device=device)
+    x = torch.zeros(2, *in_shape, device=device)
     was_training = model.training
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         logits(model, x)
     model.train(was_training)
-    return int(counter.get_total_flops())
+    return int(counter.get_total_flops()) // 2
