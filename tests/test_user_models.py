@@ -110,3 +110,25 @@ def test_builtin_families_follow_the_contract_and_search(tmp_path, family, shape
     with pytest.raises(UserError, match="learn.supervise lists stages 0-2"):
         from repsearch.learn import check_supervise
         check_supervise([3], 3)
+
+
+def test_search_can_start_from_given_representations():
+    """The seam for iterative search and learning: point 0 starts from representations handed in
+    (here each image's clean forward), not from noisy copies of the input; with no generations
+    there, that start is what the search keeps."""
+    from repsearch.models import airbench
+    from repsearch.models.staged import normalize_stages, stage_outputs
+    cfg = resolve("quickstart", ["data.subset=40", "model.widths=[8,8,8]"])
+    prep = prepare(cfg)
+    x, y = images_for(prep, prep.split.train[:12])
+    torch.manual_seed(0)
+    net = airbench.build(cfg.model, prep.dataset.shape, 10)
+    net.init_from_data(x)
+    search = {**TINY_SEARCH, "generations": [0, 2, 2, 2]}
+    clean = api.search_targets(net, x, y, search=search, seed=1, start=torch.zeros(12, 8, 7, 7))
+    assert torch.equal(clean.reps[0], torch.zeros(12, 8, 7, 7)) and (clean.evaluations == 1 + 3 * 10 * 2 + 3).all()
+    with torch.no_grad():
+        own = stage_outputs(normalize_stages(net).eval(), x)[0]
+    started = api.search_targets(net, x, y, search={**search, "generations": [3, 2, 2, 2]}, seed=1, start=own)
+    assert (started.evaluations == 1 + 3 * 10 + 3 * 2 * 10 + 3).all()  # one starting member, then children
+    assert started.curves[0][-1] < started.curves[0][0]  # and the search improves on it

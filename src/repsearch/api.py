@@ -54,11 +54,13 @@ def _section(cls, overrides):
 @torch.no_grad()
 def search_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, search=None, engine=None,
                    seed: int = 0, image_ids=None, calibration_images: torch.Tensor | None = None,
-                   progress: bool = False) -> Targets:
+                   start: torch.Tensor | None = None, progress: bool = False) -> Targets:
     """Search representations for every image (paper Section 3.1) with a copy of `model` as the
     search network: its data-dependent init (if any) and BatchNorm calibration are done on
     `calibration_images` (default: `images`). `image_ids` seed each image's random stream
-    (default 0..N-1): the same id and seed always give the same search."""
+    (default 0..N-1): the same id and seed always give the same search. `start`: the population
+    each image begins the first search point from, (N, P, *S0) or (N, *S0), instead of noisy
+    copies of its input (for instance a learned network's own representations)."""
     s, e = _section(SearchConfig, search), _section(EngineConfig, engine)
     validate_search(s)
     model = copy.deepcopy(model)
@@ -80,7 +82,8 @@ def search_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
     for a in range(0, len(images), chunk):
         rec = ChunkRecorder(params.n_children)
         parts.append(search_images(problem, images[a:a + chunk], labels[a:a + chunk], ids[a:a + chunk], params, e,
-                                   seed, hooks=(rec, bar), pad_to=chunk))
+                                   seed, hooks=(rec, bar), pad_to=chunk,
+                                   start=None if start is None else start[a:a + chunk]))
         _add_curves(curves, rec.curves)
     bar.close()
     reps = [torch.cat([p.reps[i] for p in parts]) for i in range(len(shapes))]

@@ -42,23 +42,30 @@ def initial_population(problem: StagedProblem, x: torch.Tensor, n_pop: int, nois
 
 @torch.no_grad()
 def search_images(problem: StagedProblem, x: torch.Tensor, y: torch.Tensor, image_ids, params: Params, engine,
-                  seed: int, hooks=(), pad_to: int = 0) -> ChunkResult:
+                  seed: int, hooks=(), pad_to: int = 0, start: torch.Tensor | None = None) -> ChunkResult:
     """Search one chunk of images through every search point; returns the best per point.
 
+    `start`: the population to begin point 0 from, (B, P, *S0), or one representation per image
+    (B, *S0), instead of noisy copies of the input (e.g. a learned network's representations).
     `pad_to`: with compiled points, a short chunk (the last one) is padded to this many rows
     (copies of its first image on throwaway random streams) so that it reuses the graphs compiled
     for full chunks; padding rows are dropped from the result."""
     real = x.shape[0]
     pad = max(0, pad_to - real) if engine.compile else 0
+    if start is not None and start.dim() == len(problem.shapes[0]) + 1:
+        start = start[:, None]
     if pad:
-        x, y = torch.cat([x, x[:1].expand(pad, *x.shape[1:])]), torch.cat([y, y[:1].expand(pad)])
+        x, y = _pad_rows(x, pad), _pad_rows(y, pad)
+        start = None if start is None else _pad_rows(start, pad)
     b, hooks = x.shape[0], Hooks(*hooks)
     rng = PerImageRNG(seed, image_ids, x.device, pad=pad)
     bank = NoiseBank.shared(seed, x.device) if params.noise == "bank" else None
     evals = torch.zeros(b, dtype=torch.int64, device=x.device)
     reps, fixed = [], None  # fixed: the best representation at the previous point, (B, *S)
     for point, pp in enumerate(params.points):
-        if point == 0:
+        if point == 0 and start is not None:
+            pop = start.to(x.device, x.dtype)
+        elif point == 0:
             pop = initial_population(problem, x, params.pop_size, params.init_noise, rng)
             if params.target_space == "normalized":  # stage 0 ends in SampleNorm already: this second
                 pop = sample_normalize(pop.flatten(0, 1)).reshape(pop.shape)  # pass changes rounding only
@@ -77,6 +84,10 @@ def search_images(problem: StagedProblem, x: torch.Tensor, y: torch.Tensor, imag
         reps.append(fixed[:real])
         hooks("point_end", point, best_ce[:real], real)
     return ChunkResult(reps, best_ce[:real], evals[:real])
+
+
+def _pad_rows(t: torch.Tensor, pad: int) -> torch.Tensor:
+    return torch.cat([t, t[:1].expand(pad, *t.shape[1:])])
 
 
 def run_point(problem, point: int, pp: PointParams, params: Params, engine, state: State, y, bank, phases: bool,
