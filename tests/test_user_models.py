@@ -107,6 +107,10 @@ def test_builtin_families_follow_the_contract_and_search(tmp_path, family, shape
     cache, summary = run_search(prep, cfg, tmp_path / "c", progress=False)
     assert summary["layers"][-1]["ce_end"] <= summary["layers"][0]["ce_start"]
     assert cache.manifest["shapes"] == [list(s) for s in shapes]
+    if family == "mlp":  # Dirac init: identity where a layer keeps every input, random where it narrows
+        search, _ = build_model(cfg, "search", prep.dataset.shape, 10, init="dirac")
+        first, second = search.stages[0][0][0].weight, search.stages[1][0][0].weight
+        assert first.abs().gt(0).float().mean() > 0.9 and torch.equal(second, torch.eye(32))
     with pytest.raises(UserError, match="learn.supervise lists stages 0-2"):
         from repsearch.learn import check_supervise
         check_supervise([3], 3)

@@ -13,11 +13,10 @@ import torch.nn as nn
 
 def _layer(d_in: int, d_out: int, init: str) -> nn.Sequential:
     linear = nn.Linear(d_in, d_out)
-    if init == "dirac":  # partial identity, as airbench's convs: the first min(in, out) units pass through
-        with torch.no_grad():
-            n = min(d_in, d_out)
-            linear.weight[:n] = torch.eye(n, d_in)
-            linear.bias[:n] = 0
+    if init == "dirac" and d_out >= d_in:  # partial identity, as airbench's convs: every input passes
+        with torch.no_grad():                # through (a narrowing layer keeps its random init: an identity
+            linear.weight[:d_in] = torch.eye(d_in)  # there would drop most of its inputs)
+            linear.bias[:d_in] = 0
     return nn.Sequential(linear, nn.LayerNorm(d_out), nn.GELU())
 
 
