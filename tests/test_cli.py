@@ -48,7 +48,7 @@ def test_baseline_cli_writes_run_directory(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["baseline"]["epochs"] == 2 and config["command"] == "baseline"
     env = json.loads((out / "environment.json").read_text())
-    assert {"torch", "device", "commit"} <= env.keys()
+    assert {"torch", "device", "commit", "dirty"} <= env.keys()
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) >= 2 and all(json.loads(x) for x in lines)
     assert (out / "model-depth1.pt").exists()

@@ -44,13 +44,23 @@ def _jsonable(x):
     raise TypeError(f"not JSON serializable: {type(x)}")
 
 
-def git_commit() -> str | None:
+def _git(*args) -> str | None:
     try:
         here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
     except Exception:
         return None
+
+
+def git_commit() -> str | None:
+    return _git("rev-parse", "HEAD") or None
+
+
+def git_dirty() -> bool | None:
+    """Whether the package's source tree has uncommitted changes (None outside a checkout)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
 
 
 def environment(device: str) -> dict:
@@ -60,7 +70,7 @@ def environment(device: str) -> dict:
         "python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
         "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
-        "commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": git_commit(), "dirty": git_dirty(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         env["cuda_device"] = torch.cuda.get_device_name()
