@@ -60,7 +60,8 @@ def search_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
     `calibration_images` (default: `images`). `image_ids` seed each image's random stream
     (default 0..N-1): the same id and seed always give the same search. `start`: the population
     each image begins the first search point from, (N, P, *S0) or (N, *S0), instead of noisy
-    copies of its input (for instance a learned network's own representations)."""
+    copies of its input (for instance a learned network's own representations); it should live
+    in the search's space (per-sample normalized when `search.target_space` is "normalized")."""
     s, e = _section(SearchConfig, search), _section(EngineConfig, engine)
     validate_search(s)
     model = copy.deepcopy(model)
