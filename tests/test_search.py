@@ -144,7 +144,7 @@ def test_search_on_real_fashion_mnist_makes_progress_at_every_layer(tmp_path, da
     cfg = resolve("cpu-fashion", ["model.widths=[32,32,32]", "search.generations=[15,8,8,3]"],
                   **{"data.root": data_root})
     net, rows, x, y = search_setup(cfg, 48)
-    untrained = torch.nn.functional.cross_entropy(net(x), y).item()
+    untrained = torch.nn.functional.cross_entropy(net.model(x), y).item()
     _, summary = run_search(prepare(cfg), cfg, tmp_path / "c", limit=48, progress=False)
     for layer in summary["layers"]:
         assert layer["ce_end"] < layer["ce_start"], layer
