@@ -298,3 +298,16 @@ def test_batchnorm_without_running_statistics_searches_and_learns(tmp_path):
     assert summary["layers"][-1]["ce_end"] < summary["layers"][0]["ce_start"]
     _, learned = train_from_cache(prep, cfg, cache, progress=False)
     assert 0 <= learned["test_accuracy"] <= 1
+
+
+def test_compiled_and_eager_agree_at_a_vector_point():
+    """The compiled engine compiles the function the eager engine runs, for vector points too (mlp)."""
+    results = {}
+    for compiled in ("[]", "[1]"):
+        cfg = tiny("model.name=mlp", "model.widths=[16,16,16]", "search.generations=[2,4,2,2]", "data.subset=12",
+                   f"engine.compile={compiled}")
+        problem, rows, x, y = search_setup(cfg)
+        results[compiled] = search_images(problem, x, y, rows.tolist(), cfg, cfg.seed)
+    for a, b in zip(results["[]"].reps, results["[1]"].reps):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-3)
+    assert torch.allclose(results["[]"].ce, results["[1]"].ce, rtol=1e-3, atol=1e-4)
