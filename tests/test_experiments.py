@@ -14,6 +14,11 @@ TINY = ["model.widths=[8,8,8]", "search.pop_size=12", "search.top_k=2", "search.
         "search.generations=[2,2,2,8]", "search.alpha.3=1.0", "data.subset=40"]
 
 
+# Diversity keeps a block's solutions only where that block solves the image on its own: blocks
+# need enough width and search for some of them to (measured: at width 8 none does).
+DIVERSE = ["model.widths=[32,32,32]", "search.generations=[40,20,20,8]", "search.alpha=[0.3,0.2,0.1,1.0]"]
+
+
 def tiny(*extra):
     return resolve("quickstart", [*TINY, *extra])
 
@@ -69,10 +74,12 @@ def test_fitness_scaling_sweeps_one_block_and_writes_files(prep, tmp_path):
         assert [r["generations"] for r in v["generations"]] == [0, 3]
         for r in v["population"] + v["generations"]:
             assert math.isfinite(r["mean_best_ce"]) and r["mean_best_ce"] >= 0
-        # Only block `block` evolves: P initial + g x (P - top_k) children + 3 carried forwards.
+        # Only block `block` evolves: the initial population (of the swept size at block 0, of the
+        # config's 12 before later blocks) + g x (P - top_k) children + 3 carried forwards.
         for r in v["population"]:
             k, _, _ = scaled_population(r["pop_size"])
-            assert r["evaluations_per_image"] == r["pop_size"] + 2 * (r["pop_size"] - k) + 3
+            initial = r["pop_size"] if block == 0 else 12
+            assert r["evaluations_per_image"] == initial + 2 * (r["pop_size"] - k) + 3
         assert [r["evaluations_per_image"] for r in v["generations"]] == [12 + 3, 12 + 3 * 10 + 3]
         g0, g3 = (r["mean_best_ce"] for r in v["generations"])
         assert g3 <= g0 + 1e-5, (block, g0, g3)  # elitist: more generations never lose the best
@@ -88,7 +95,7 @@ def test_fitness_scaling_sweeps_one_block_and_writes_files(prep, tmp_path):
 
 
 def test_diversity_grows_with_runs_within_bounds_and_writes_files(prep, tmp_path):
-    res = diversity(prep, tiny(), n_images=5, runs=3, out_dir=tmp_path)
+    res = diversity(prep, tiny(*DIVERSE), n_images=5, runs=3, out_dir=tmp_path)
     assert res["seeds"] == [0, 1000, 2000]
     assert all(f > 0.5 for f in res["p_correct_fraction"])
     for block, curve in res["blocks"].items():
@@ -106,10 +113,12 @@ def test_diversity_grows_with_runs_within_bounds_and_writes_files(prep, tmp_path
 
 
 def test_identical_runs_give_n_eff_one(prep):
-    res = diversity(prep, tiny(), n_images=4, runs=3, seed_stride=0)
+    res = diversity(prep, tiny(*DIVERSE), n_images=4, runs=3, seed_stride=0)
+    assert any(curve[0]["images"] > 0 for curve in res["blocks"].values())
     for curve in res["blocks"].values():
-        assert [c["images"] for c in curve] == [4, 4, 4]
-        assert [c["n_eff"] for c in curve] == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
+        assert [c["images"] for c in curve] == [curve[0]["images"]] * 3  # the same runs, the same kept images
+        if curve[0]["images"]:
+            assert [c["n_eff"] for c in curve] == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
 
 
 def test_unsolved_images_are_left_out(prep):
@@ -143,3 +152,37 @@ def test_population_shape_study_spends_equal_evaluations(tmp_path):
     assert len(rows) == 4 and max(evals) <= 1.06 * min(evals)
     assert [r["top_k"] for r in rows] == [2, 4, 8, 16]
     assert all(0 <= r["searched_ce_mean"] < 10 for r in rows)
+
+
+def test_population_sweep_at_later_blocks_does_not_change_their_input(prep):
+    """Figure 2's population axis at blocks 1-2: the swept population must not also size block
+    0's initial population (a larger one would hand the block a better input). With no generations
+    at the swept block, every population size then measures the same CE."""
+    res = fitness_scaling(prep, tiny("search.generations=[2,0,0,8]"), n_images=6, pop_sizes=(4, 24),
+                          generations=(0,))
+    for block in (1, 2):
+        small, large = (r["mean_best_ce"] for r in res["blocks"][block]["population"])
+        assert small == pytest.approx(large, abs=1e-6), (block, small, large)
+
+
+def test_diversity_keeps_each_blocks_solutions_by_that_blocks_own_p_correct(prep):
+    """A block's solution counts when IT solves the image through the rest of the search network,
+    not when the final logits do (checked against an independent forward of the solutions)."""
+    from repsearch.experiments import _search_rows, p_correct
+    from repsearch.models.staged import forward_from
+    from repsearch.search import open_search
+    cfg = tiny(*DIVERSE)
+    res = diversity(prep, cfg, n_images=8, runs=1)
+    problem, _ = open_search(cfg, prep)
+    rows = sample_images(prep, 8, cfg.seed)
+    reps, _, _ = _search_rows(problem, prep, rows, cfg.search, cfg.engine, cfg.seed, 64, keep_reps=True)
+    labels = prep.dataset.train_y[rows]
+    fractions = []
+    for block in range(3):
+        with torch.no_grad():
+            ok = p_correct(forward_from(problem.model, block, reps[block]), labels) > 0.5
+        assert res["blocks"][block][0]["images"] == int(ok.sum())
+        fractions.append(ok.float().mean().item())
+    logits_ok = (p_correct(reps[3], labels) > 0.5).float().mean().item()
+    assert res["p_correct_fraction"] == [pytest.approx(logits_ok)]
+    assert any(f != pytest.approx(logits_ok) for f in fractions)  # the two filters differ on these images

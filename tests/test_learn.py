@@ -164,3 +164,16 @@ def test_end_to_end_run_on_digits_beats_chance_by_far(tmp_path):
                          "--set", "baseline.epochs=10", "--out", str(out)], capture_output=True, text=True)
     assert r2.returncode == 0
     assert json.loads((out / "summary.json").read_text())["search_test_accuracy"] == s["search_test_accuracy"]
+
+
+def test_augmented_stages_record_augmentation_in_their_config(tmp_path):
+    """Each stage's config.json says how it was trained: the augmented learner records
+    learn.augment = true (it recorded the preset's false while training with augmentation)."""
+    from repsearch.pipeline import run_pipeline
+    cfg = resolve("quickstart", [*TINY, "data.subset=60", "learn.epochs=1", "baseline.epochs=1",
+                                 "learn.probe_images=40", "learn.batch_size=20", "baseline.batch_size=20",
+                                 "run.augment_variants=[true]"])
+    run_pipeline(cfg, tmp_path, progress=False)
+    for stage in ("learn-all-aug", "sgd-aug"):
+        recorded = json.loads((tmp_path / "seed0" / stage / "config.json").read_text())
+        assert recorded["learn"]["augment"] is True and recorded["baseline"]["augment"] is True, stage

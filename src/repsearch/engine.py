@@ -29,14 +29,19 @@ class ChunkResult:
     evaluations: torch.Tensor  # candidate evaluations spent per image (B,)
 
 
-def initial_population(problem: StagedProblem, x: torch.Tensor, n_pop: int, noise_scale: float, rng: PerImageRNG):
+@torch.no_grad()
+def initial_population(problem: StagedProblem, x: torch.Tensor, n_pop: int, noise_scale: float, rng: PerImageRNG,
+                       normalize: bool = False):
     """n_pop noisy variants of each input (noise per element, scaled by each input's per-channel
-    std; a vector input counts as one channel), taken to search point 0. Returns (B, n_pop, *S0)."""
+    std; a vector input counts as one channel), taken to search point 0. Returns (B, n_pop, *S0).
+    `normalize`: a second per-sample normalization (stage 0 ends in SampleNorm already, so it only
+    changes rounding; kept so that caches stay byte-identical with earlier versions)."""
     b = x.shape[0]
     std = x.flatten(2).std(dim=2, unbiased=False) if x.dim() > 2 else x.std(dim=1, unbiased=False)[:, None]
     noise = rng.randn((n_pop, *x.shape[1:]))
     noisy = x[:, None] + noise * (noise_scale * std).reshape(b, 1, -1, *(1,) * (x.dim() - 2))
     h = problem.enter(noisy.reshape(b * n_pop, *x.shape[1:]))
+    h = sample_normalize(h) if normalize else h
     return h.reshape(b, n_pop, *h.shape[1:])
 
 
@@ -66,9 +71,8 @@ def search_images(problem: StagedProblem, x: torch.Tensor, y: torch.Tensor, imag
         if point == 0 and start is not None:
             pop = start.to(x.device, x.dtype)
         elif point == 0:
-            pop = initial_population(problem, x, params.pop_size, params.init_noise, rng)
-            if params.target_space == "normalized":  # stage 0 ends in SampleNorm already: this second
-                pop = sample_normalize(pop.flatten(0, 1)).reshape(pop.shape)  # pass changes rounding only
+            pop = initial_population(problem, x, params.pop_size, params.init_noise, rng,
+                                     normalize=params.target_space == "normalized")
         else:  # point l starts from the forward of the best individual at l-1
             pop = problem.advance(point, fixed)[:, None]
         phases = use_pool_phases(problem.model, point, params, pp, engine, bank)

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .engine import search_images
+from .engine import initial_population, search_images
+from .noise import PerImageRNG
 from .search import images_for, open_search
 from .strategy import Params
 
@@ -45,15 +46,22 @@ def sample_images(prep, n_images: int, seed: int) -> torch.Tensor:
     return pool[pick].sort().values
 
 
-def _search_rows(problem, prep, rows: torch.Tensor, cfg_search, engine, seed: int, chunk: int, keep_reps: bool):
+def _search_rows(problem, prep, rows: torch.Tensor, cfg_search, engine, seed: int, chunk: int, keep_reps: bool,
+                 start_pop: int = 0):
     """Search the images `rows` in chunks (bounded memory); per-image results do not depend on
-    the chunking (each image has its own random stream). Returns (reps or None, ce, evaluations)."""
+    the chunking (each image has its own random stream). `start_pop` > 0: the first search point
+    starts from an initial population of that size instead of `pop_size` (see fitness_scaling).
+    Returns (reps or None, ce, evaluations)."""
     params = Params.from_config(cfg_search, problem.shapes)
     reps, ces, evals = [[] for _ in problem.shapes], [], []
     for a in range(0, len(rows), chunk):
         r = rows[a:a + chunk]
-        x, y = images_for(prep, r)
-        res = search_images(problem, x.to(prep.device), y.to(prep.device), r.tolist(), params, engine, seed, pad_to=chunk)
+        x, y = (t.to(prep.device) for t in images_for(prep, r))
+        start = None
+        if start_pop:
+            start = initial_population(problem, x, start_pop, params.init_noise, PerImageRNG(seed, r.tolist(), x.device),
+                                       normalize=params.target_space == "normalized")
+        res = search_images(problem, x, y, r.tolist(), params, engine, seed, pad_to=chunk, start=start)
         ces.append(res.ce.float().cpu())
         evals.append(res.evaluations.cpu())
         if keep_reps:
@@ -92,8 +100,10 @@ def fitness_scaling(prep, cfg, n_images: int = 1000, pop_sizes=(12, 24, 60, 120,
 
     Every other search point gets 0 generations, so it only carries the best it receives: the
     measured CE is that of the block's best representation forwarded through the rest of the
-    network. Block 0 starts from the config's noisy-input population; blocks 1 and 2 start from
-    the forward of the best of that population. `progress(record)` is called after each point."""
+    network. Block 0 starts from a noisy-input population of the swept size; later blocks start
+    from the forward of the best of a noisy-input population of the config's size, whatever the
+    swept size (a larger population must not also mean a better input to the block it sweeps).
+    `progress(record)` is called after each point."""
     problem, _ = open_search(cfg, prep)
     base = _fixed_budget(cfg.search, problem.num_points)
     rows = sample_images(prep, n_images, cfg.seed)
@@ -101,7 +111,8 @@ def fitness_scaling(prep, cfg, n_images: int = 1000, pop_sizes=(12, 24, 60, 120,
               "config_population": base.pop_size, "config_generations": list(base.generations[:-1]), "blocks": {}}
 
     def point(s, block, axis, value, key):
-        _, ce, ev = _search_rows(problem, prep, rows, s, cfg.engine, cfg.seed, chunk_images, keep_reps=False)
+        _, ce, ev = _search_rows(problem, prep, rows, s, cfg.engine, cfg.seed, chunk_images, keep_reps=False,
+                                 start_pop=base.pop_size if block > 0 else 0)
         rec = {key: int(value), "mean_best_ce": ce.mean().item(), "median_best_ce": ce.median().item(),
                "evaluations_per_image": ev.double().mean().item()}
         if progress is not None:
@@ -154,6 +165,14 @@ def n_eff_batched(solutions: torch.Tensor, mask: torch.Tensor | None = None) -> 
     return torch.where(trace > 0, out, torch.full_like(out, math.nan))
 
 
+@torch.no_grad()
+def solution_logits(problem, point: int, solutions: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    """The logits a search point's solutions give through the rest of the search network."""
+    dev = next(problem.model.parameters()).device
+    return torch.cat([problem.logits_from(point, solutions[i:i + batch].to(dev)).float().cpu()
+                      for i in range(0, len(solutions), batch)])
+
+
 def p_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Softmax probability of the true class: (B, K), (B,) -> (B,)."""
     return logits.float().softmax(1).gather(1, labels[:, None]).squeeze(1)
@@ -164,8 +183,8 @@ def diversity(prep, cfg, n_images: int = 32, runs: int = 8, out_dir=None, *, see
     """Figure 3: N_eff of the solutions that `runs` independent full searches find per image.
 
     Run r uses seed cfg.seed + seed_stride * r (0 makes every run identical: N_eff = 1). Per image
-    and block, only runs whose searched logits give p(correct) > 0.5 count (a solution that does
-    not solve the image is not a solution), and N_eff over the first k runs' kept solutions is
+    and block, only runs whose solution at that block gives p(correct) > 0.5 through the rest of
+    the search network count (a solution that does not solve the image is not a solution), and N_eff over the first k runs' kept solutions is
     averaged over the images with at least one kept, for k = 1..runs."""
     if runs < 1:
         raise UserError(f"diversity needs runs >= 1; got {runs}")
@@ -177,18 +196,21 @@ def diversity(prep, cfg, n_images: int = 32, runs: int = 8, out_dir=None, *, see
         reps, c, _ = _search_rows(problem, prep, rows, cfg.search, cfg.engine, cfg.seed + seed_stride * r,
                                   chunk_images, True)
         per_run.append(reps[:-1])
-        ok.append(p_correct(reps[-1], labels) > 0.5)
+        ok.append(torch.stack([p_correct(solution_logits(problem, point, sol), labels) > 0.5
+                               for point, sol in enumerate(reps)], 1))  # (N, points)
         ce.append(c)
-    ok = torch.stack(ok, 1)  # (N, R)
+    ok = torch.stack(ok, 1)  # (N, R, points)
     first_k = torch.arange(runs)[None, :]
     result = {"images": int(len(rows)), "runs": runs, "seeds": [cfg.seed + seed_stride * r for r in range(runs)],
-              "p_correct_fraction": [ok[:, r].float().mean().item() for r in range(runs)],
+              "p_correct_fraction": [ok[:, r, -1].float().mean().item() for r in range(runs)],
+              "p_correct_fraction_per_block": {b: [ok[:, r, b].float().mean().item() for r in range(runs)]
+                                               for b in range(problem.num_points - 1)},
               "mean_best_ce": [c.mean().item() for c in ce], "blocks": {}}
     for block in range(problem.num_points - 1):
         sols = torch.stack([reps[block] for reps in per_run], 1)  # (N, R, *S)
         curve = []
         for k in range(1, runs + 1):
-            vals = n_eff_batched(sols, ok & (first_k < k))
+            vals = n_eff_batched(sols, ok[:, :, block] & (first_k < k))
             has = ~vals.isnan()
             curve.append({"runs": k, "n_eff": vals[has].mean().item() if bool(has.any()) else None,
                           "images": int(has.sum())})

@@ -57,7 +57,7 @@ def run_seed(cfg, root: Path, progress: bool = True) -> dict:
     out = {"search": search_summary, "sgd": {}, "learn": {}}
     for augment in cfg.run.augment_variants:
         c = copy.deepcopy(cfg)
-        c.baseline.augment = augment
+        c.baseline.augment = c.learn.augment = augment  # what each stage's config.json records
         out["sgd"][_aug_name(augment)] = _stage(
             seed_dir / f"sgd-{_aug_name(augment)}", c.to_dict(), c.device,
             lambda run, c=c: run_baseline(prep, c, run, progress=progress, epoch_hook=diagnostics.hook))
@@ -65,8 +65,8 @@ def run_seed(cfg, root: Path, progress: bool = True) -> dict:
             tag = f"learn-{variant}-{_aug_name(augment)}"
             out["learn"][f"{variant}-{_aug_name(augment)}"] = _stage(
                 seed_dir / tag, c.to_dict(), c.device,
-                lambda run, v=variant, a=augment, t=tag: train_from_cache(
-                    prep, cfg, cache, run, supervise=supervision(v, cache.num_stages), augment=a, tag=t, progress=progress,
+                lambda run, v=variant, a=augment, t=tag, c=c: train_from_cache(
+                    prep, c, cache, run, supervise=supervision(v, cache.num_stages), augment=a, tag=t, progress=progress,
                     diagnostics=diagnostics)[1])
     return out
 
