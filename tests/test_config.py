@@ -34,6 +34,12 @@ def test_preset_overrides_defaults():
     ("data.name=imagenet", "data.name must be one of"),
     ("search.generations=[]", "needs one value per search point"),
     ("search.fast=false", "has moved: use engine.fast"),
+    ("learn.lr=-1", "learn.lr must be > 0"),
+    ("search.alpha=[0.1,NaN,0.1,0.1]", "search.alpha must be finite"),
+    ("baseline.weight_decay=Infinity", "baseline.weight_decay must be finite"),
+    ("engine.memory_gb=0", "engine.memory_gb must be > 0"),
+    ("baseline.momentum=1", "baseline.momentum must be <= 0.999"),
+    ("search.generations=[10,-1,5,5]", "search.generations must be >= 0"),
     ("model.name=nope", "model.name must be one of airbench, mlp, resnet or MODULE:FACTORY"),
     ("search.alpha.7=1", "out of range"),
 ])

@@ -136,3 +136,11 @@ def test_search_can_start_from_given_representations():
     started = api.search_targets(net, x, y, search={**search, "generations": [3, 2, 2, 2]}, seed=1, start=own)
     assert (started.evaluations == 1 + 3 * 10 + 3 * 2 * 10 + 3).all()  # one starting member, then children
     assert started.curves[0][-1] < started.curves[0][0]  # and the search improves on it
+
+
+def test_non_finite_representations_stop_the_search_before_they_are_written(tmp_path):
+    out = tmp_path / "run"
+    sets = [x for s in [*THREE_POINTS, "data.subset=40", "model.name=user_models:overflowing"] for x in ("--set", s)]
+    r = cli("search", "--preset", "quickstart", *sets, "--out", str(out), "--no-progress")
+    assert r.returncode == 2 and "non-finite values at search point" in r.stderr and "Traceback" not in r.stderr
+    assert not list((out / "cache" / "chunks").glob("*.json"))  # no chunk recorded as complete

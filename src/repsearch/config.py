@@ -180,6 +180,7 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}; got '{value}'")
+    validate_numbers(cfg)
     validate_model(cfg.model)
     validate_search(cfg.search)
     if any(p < 0 for p in cfg.engine.compile):
@@ -200,6 +201,42 @@ def validate(cfg: Config) -> None:
         raise UserError(f"run.supervision_variants takes 'all' and 'skip0'; got {sorted(bad)}")
     if cfg.run.seeds < 1:
         raise UserError("run.seeds must be >= 1")
+
+
+# Ranges of numeric settings: (low, high, low inclusive); every float must also be finite.
+RANGES = {
+    "search.alpha": (0, None, True), "search.boost": (0, None, False), "search.blur": (0, None, True),
+    "search.generations": (0, None, True), "search.target_ce": (0, None, True), "search.patience": (0, None, True),
+    "search.init_noise": (0, None, True), "search.calib_images": (1, None, True),
+    "engine.memory_gb": (0, None, False), "engine.chunk_images": (0, None, True), "data.subset": (0, None, True),
+    "model.whiten_eps": (0, None, False), "model.bn_eps": (0, None, False), "model.bn_momentum": (0, 1, True),
+    **{f"{t}.{k}": r for t in ("learn", "baseline") for k, r in {
+        "lr": (0, None, False), "momentum": (0, 0.999, True), "weight_decay": (0, None, True),
+        "bias_scaler": (0, None, False), "warmup": (0, 1, True), "final_lr": (0, None, True),
+        "label_smoothing": (0, 1, True)}.items()},
+    "learn.kl_weight": (0, None, True), "learn.head_lr_scale": (0, None, False),
+}
+
+
+def validate_numbers(cfg: Config) -> None:
+    """NaN, infinities and out-of-range values are refused with the key that holds them."""
+    import math
+    for section in dataclasses.fields(cfg):
+        part = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(part):
+            continue
+        for f in dataclasses.fields(part):
+            key, value = f"{section.name}.{f.name}", getattr(part, f.name)
+            values = value if isinstance(value, list) else [value]
+            nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in nums):
+                raise UserError(f"{key} must be finite; got {value}")
+            low, high, inclusive = RANGES.get(key, (None, None, True))
+            for v in nums:
+                if low is not None and (v < low or (v == low and not inclusive)):
+                    raise UserError(f"{key} must be {'>=' if inclusive else '>'} {low}; got {value}")
+                if high is not None and v > high:
+                    raise UserError(f"{key} must be <= {high}; got {value}")
 
 
 def validate_model(m: ModelConfig) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from . import fastpaths, strategy
+from .errors import UserError
 from .hooks import Hooks
 from .models.staged import sample_normalize
 from .noise import NoiseBank, PerImageRNG
@@ -87,7 +88,20 @@ def search_images(problem: StagedProblem, x: torch.Tensor, y: torch.Tensor, imag
             fixed = fastpaths.from_phases(fixed)
         reps.append(fixed[:real])
         hooks("point_end", point, best_ce[:real], real)
+    check_finite(reps, best_ce[:real], image_ids)
     return ChunkResult(reps, best_ce[:real], evals[:real])
+
+
+def check_finite(reps: list[torch.Tensor], ce: torch.Tensor, image_ids) -> None:
+    """A search that produced NaN or inf stops with one line before anything of it is written."""
+    for point, rep in enumerate([*reps, ce[:, None]]):
+        bad = ~torch.isfinite(rep.reshape(len(rep), -1)).all(1)
+        if bool(bad.any()):
+            ids = [int(image_ids[i]) for i in bad.nonzero().squeeze(1)[:5].tolist()]
+            where = "the final cross-entropy" if point == len(reps) else f"search point {point}"
+            raise UserError(f"the search produced non-finite values at {where} for {int(bad.sum())} image(s) "
+                            f"(dataset indices {ids}...); nothing of them was written. Check the model's numerics "
+                            "or lower search.alpha; the cache stays resumable")
 
 
 def _pad_rows(t: torch.Tensor, pad: int) -> torch.Tensor:
