@@ -67,3 +67,23 @@ def test_scaling_and_diversity_commands_write_json_and_png(tmp_path):
     assert (tmp_path / "d" / "diversity.json").exists() and (tmp_path / "d" / "summary.json").exists()
     r = run_cli("diversity", "--preset", "quickstart", "--runs", "0", "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and not (tmp_path / "bad").exists()
+
+
+def test_out_must_be_a_directory_this_run_may_own(tmp_path):
+    """--out naming a file, a path that cannot be created, or another run's directory is one line,
+    exit 2, and leaves what is there untouched; the same config resumes, an engine change too."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    base = ["baseline", "--preset", "quickstart", "--set", "baseline.epochs=1", "--no-progress"]
+    for out, message in ((afile, "is a file, not a directory"), (afile / "run", "cannot create it under")):
+        r = run_cli(*base, "--out", str(out))
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+    assert afile.read_text() == "keep me"
+    run = tmp_path / "run"
+    assert run_cli(*base, "--out", str(run)).returncode == 0
+    before = (run / "config.json").read_text()
+    r = run_cli(*base, "--set", "seed=3", "--out", str(run))
+    assert r.returncode == 2 and "holds another run (seed differs" in r.stderr, r.stderr
+    assert (run / "config.json").read_text() == before
+    assert run_cli(*base, "--set", "engine.chunk_images=7", "--out", str(run)).returncode == 0

@@ -47,9 +47,11 @@ def _check_device(device: str) -> None:
 
 
 def _run_dir(args, command: str, cfg):
-    from .runs import RunDir, default_run_path
+    from .runs import RunDir, check_run_path, default_run_path
     path = Path(args.out) if args.out else default_run_path(command, args.preset)
-    return RunDir(path, {"command": command, "preset": args.preset, **cfg.to_dict()}, cfg.device)
+    config = {"command": command, "preset": args.preset, **cfg.to_dict()}
+    check_run_path(path, config)
+    return RunDir(path, config, cfg.device)
 
 
 def _print_summary(summary: dict, run) -> None:

@@ -77,6 +77,52 @@ def environment(device: str) -> dict:
     return env
 
 
+# Settings that may differ when a run directory is reused: where the data lives, the preset's
+# name (the resolved config is what counts), and the engine (speed only).
+REUSABLE_DIFFERENCES = ("preset", "engine", "data.root")
+
+
+def check_run_path(path: Path, config: dict) -> None:
+    """`--out` must be a directory this run may own: not a file, creatable, and not another run
+    (a config.json there must match this config but for REUSABLE_DIFFERENCES: then it resumes)."""
+    from .errors import UserError
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file, not a directory; choose another --out")
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"--out {path}: cannot create it under {parent} (not a writable directory)")
+            break
+    old = path / "config.json"
+    if old.exists():
+        try:
+            previous = json.loads(old.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise UserError(f"--out {path} has an unreadable config.json; choose another --out") from None
+        diff = _first_difference(_comparable(previous), _comparable(config))
+        if diff:
+            raise UserError(f"--out {path} holds another run ({diff} differs from this command's); choose another "
+                            "--out, or repeat that run's config to resume it")
+
+
+def _comparable(config: dict) -> dict:
+    out = {k: v for k, v in config.items() if k not in REUSABLE_DIFFERENCES}
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k != "root"}
+    return out
+
+
+def _first_difference(a, b, prefix: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+            if d:
+                return d
+        return None
+    return prefix.rstrip(".") if a != b else None
+
+
 class RunDir:
     """One run's directory. `log` appends one JSON object per line to metrics.jsonl."""
 
