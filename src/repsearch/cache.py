@@ -75,7 +75,12 @@ class TargetCache:
         mf = path / "manifest.json"
         if not mf.exists():
             raise UserError(f"no target cache at {path} (manifest.json missing); run 'repsearch search' first")
-        manifest = json.loads(mf.read_text())
+        try:
+            manifest = json.loads(mf.read_text())
+            manifest["fingerprint"], manifest["points"]
+        except (OSError, ValueError, TypeError, KeyError):
+            raise UserError(f"target cache {path} has an unreadable manifest.json (damaged); re-run the search into "
+                            "a new directory") from None
         if manifest.get("format_version") != FORMAT_VERSION:
             raise UserError(f"target cache {path} has format {manifest.get('format_version')}, this version reads "
                             f"{FORMAT_VERSION}; re-run the search")
@@ -103,17 +108,16 @@ class TargetCache:
         return {int(p.stem) for p in (self.path / "chunks").glob("*.json")}
 
     def write_chunk(self, c: int, reps: list[torch.Tensor], ce: torch.Tensor, evals: torch.Tensor, record: dict) -> None:
+        """Write chunk c's rows, then its record (with a checksum of every row written): the
+        record's presence is what makes the chunk complete."""
+        from .verify import rows_checksum
         a, b = self.chunk_rows(c)
-        for name, t in zip(self.names, reps):
+        for name, t in (*zip(self.names, reps), ("ce", ce), ("evals", evals)):
             arr = np.load(self.path / f"{name}.npy", mmap_mode="r+")
             arr[a:b] = t.detach().cpu().numpy().astype(arr.dtype)
             arr.flush()
             del arr
-        for name, t in (("ce", ce), ("evals", evals)):
-            arr = np.load(self.path / f"{name}.npy", mmap_mode="r+")
-            arr[a:b] = t.detach().cpu().numpy()
-            arr.flush()
-            del arr
+        record = {**record, "checksums": rows_checksum(self, a, b)}
         atomic_write_json(self.path / "chunks" / f"{c:05d}.json", {"chunk": c, "rows": [a, b], **record})
 
     def finalize(self, extra: dict) -> None:
@@ -133,8 +137,8 @@ class TargetCache:
 
     def arrays(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
-            self._arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r")
-                            for name in (*self.names, "ce", "evals", "indices", "labels")}
+            from .verify import load_array
+            self._arrays = {name: load_array(self, name) for name in (*self.names, "ce", "evals", "indices", "labels")}
         return self._arrays
 
     def rows_for(self, dataset_indices) -> np.ndarray:

@@ -100,6 +100,7 @@ def cmd_train(args) -> int:
     from .data import prepare
     from .learn import train_from_cache
     from .search import fingerprint_for, preflight
+    from .verify import verify_cache
     cfg = _resolve(args)
     _check_device(cfg.device)
     if not args.cache:
@@ -108,6 +109,7 @@ def cmd_train(args) -> int:
     preflight(cfg, prep)
     cache = TargetCache.open(args.cache, fingerprint_for(cfg, prep))
     cache.require_complete()
+    verify_cache(cache)
     run = _run_dir(args, "train", cfg)
     _, summary = train_from_cache(prep, cfg, cache, run, progress=not args.no_progress)
     _print_summary(run.summary({"dataset": prep.dataset.name, "cache": str(args.cache), **summary}), run)
@@ -164,6 +166,17 @@ def cmd_diversity(args) -> int:
     return _experiment(args, "diversity", diversity, n_images=args.images, runs=args.runs)
 
 
+def cmd_verify(args) -> int:
+    from .cache import TargetCache
+    from .verify import verify_cache
+    cache = TargetCache.open(args.cache)
+    report = verify_cache(cache)
+    state = "complete" if report["complete"] else f"incomplete ({len(cache.done_chunks())}/{cache.manifest['num_chunks']} chunks)"
+    print(f"ok: {cache.path}: {report['images']} images, {state}; {report['chunks_verified']} chunk(s) verified by "
+          f"checksum, {report['chunks_without_checksum']} without one (written before checksums)")
+    return 0
+
+
 def cmd_presets(args) -> int:
     for name in config_mod.list_presets():
         text = (config_mod.PRESET_DIR / f"{name}.toml").read_text().splitlines()
@@ -187,6 +200,7 @@ COMMANDS = {
     "train": (cmd_train, "train a network by regressing to the searched representations of a target cache"),
     "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
     "presets": (cmd_presets, "list the presets"),
+    "verify": (cmd_verify, "check a target cache: array shapes, every chunk's checksum, finite values"),
 }
 
 
@@ -196,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     for name, (fn, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name != "presets":
+        if name not in ("presets", "verify"):
             _common(p)
         _extra_args.get(name, lambda p: None)(p)
         p.set_defaults(func=fn)
@@ -228,7 +242,11 @@ def _diversity_args(p):
     p.add_argument("--runs", type=int, default=8, help="independent searches (seeds seed, seed+1000, ...)")
 
 
-_extra_args: dict = {"search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args,
+def _verify_args(p):
+    p.add_argument("cache", help="target cache directory")
+
+
+_extra_args: dict = {"verify": _verify_args, "search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args,
                      "diversity": _diversity_args}
 
 

@@ -24,6 +24,7 @@ from .models import build_model, init_from_data
 from .models.staged import forward_flops, stage_outputs
 from .runs import RunDir, atomic_torch_save
 from .training import autocast_for, evaluate, fit, make_optimizer, prepare_model_for_device, standard_groups
+from .verify import verify_cache
 
 
 def regression_loss(outputs: list[torch.Tensor], targets: list[torch.Tensor], supervise,
@@ -171,6 +172,7 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
     lc, dev = cfg.learn, prep.device
     augment = lc.augment if augment is None else augment
     cache.require_complete()
+    verify_cache(cache)  # checksums and finite values: never learn from damaged targets
     train_x, train_y = prep.images("train")
     targets = cache.load(cache.rows_for(prep.split.train.numpy()), dev, torch.float32)
     diagnostics = diagnostics or Diagnostics(prep, cache, lc.probe_every, lc.probe_images)
