@@ -78,29 +78,19 @@ def search_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
     problem, params = StagedProblem(model, shapes), Params.from_config(s, shapes)
     ids = list(range(len(images))) if image_ids is None else [int(i) for i in image_ids]
     chunk = chunk_size(shapes, params, e)
-    per_image = params.pop_size + sum(p.budget for p in params.points) * params.n_children + len(shapes) - 1
-    bar, parts, curves = Progress(per_image * len(images), enabled=progress), [], {}
+    bar, parts, curves = Progress(params.max_evaluations_per_image * len(images), enabled=progress), [], []
     for a in range(0, len(images), chunk):
         rec = ChunkRecorder(params.n_children)
         parts.append(search_images(problem, images[a:a + chunk], labels[a:a + chunk], ids[a:a + chunk], params, e,
                                    seed, hooks=(rec, bar), pad_to=chunk,
                                    start=None if start is None else start[a:a + chunk]))
-        _add_curves(curves, rec.curves)
+        curves.append(rec.padded_curves([p.budget for p in params.points]))
     bar.close()
     reps = [torch.cat([p.reps[i] for p in parts]) for i in range(len(shapes))]
-    mean_best = {point: [v / c["count"] for v in c["best_sum"]] for point, c in curves.items()}
+    mean_best = {point: [sum(vals) / len(images) for vals in zip(*(c[str(point)]["best_sum"] for c in curves))]
+                 for point in range(len(shapes))}
     return Targets(reps, torch.cat([p.ce for p in parts]), torch.cat([p.evaluations for p in parts]), s.target_space,
                    mean_best)
-
-
-def _add_curves(total: dict, chunk: dict) -> None:
-    """Sum per-generation curve sums over chunks (a chunk that stopped early repeats its last value)."""
-    for point, c in chunk.items():
-        t = total.setdefault(point, {"best_sum": [], "count": 0})
-        n = max(len(t["best_sum"]), len(c["best_sum"]))
-        pad = lambda v: v + [v[-1]] * (n - len(v)) if v else [0.0] * n  # noqa: E731
-        t["best_sum"] = [a + b for a, b in zip(pad(t["best_sum"]), pad(c["best_sum"]))]
-        t["count"] += c["count"]
 
 
 def learn_from_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: Targets, *,

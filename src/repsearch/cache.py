@@ -45,6 +45,7 @@ class TargetCache:
     def __init__(self, path: Path, manifest: dict):
         self.path, self.manifest = Path(path), manifest
         self._arrays = None
+        self.verified = None  # verify.verify_cache's report, once it has run on this object
 
     # --- creation and opening -------------------------------------------------------------
     @classmethod

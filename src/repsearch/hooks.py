@@ -48,6 +48,15 @@ class ChunkRecorder:
         self.seconds.append(time.time() - self._t0)
         self.evaluations.append(self._evals)
 
+    def padded_curves(self, budgets: list[int]) -> dict:
+        """Curves with points that stopped early (adaptive) repeating their last value up to the
+        full budget, keyed by str(point): every chunk's curves then have the same length and sum."""
+        out = {}
+        for point, c in self.curves.items():
+            n = budgets[point] + 1
+            out[str(point)] = {k: (v + [v[-1]] * (n - len(v)) if isinstance(v, list) else v) for k, v in c.items()}
+        return out
+
     def _record(self, state, real):
         ce = state.ce[:real]
         self._curve["best_sum"].append(ce.min(1).values.sum().item())

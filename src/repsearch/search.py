@@ -79,8 +79,8 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
             chunk_images=chunk_size(problem.shapes, params, cfg.engine),
             network_state={k: v.cpu() for k, v in problem.model.state_dict().items()})
     todo = [c for c in range(cache.manifest["num_chunks"]) if c not in cache.done_chunks()]
-    per_image = params.pop_size + sum(p.budget for p in params.points) * params.n_children + len(params.points) - 1
-    bar = Progress(per_image * sum(np.subtract(*cache.chunk_rows(c)[::-1]) for c in todo), enabled=progress)
+    images = sum(b - a for a, b in map(cache.chunk_rows, todo))
+    bar = Progress(params.max_evaluations_per_image * images, enabled=progress)
     t_start = time.time()
     for c in todo:
         bar.chunk = f"chunk {c + 1}/{cache.manifest['num_chunks']} "
@@ -102,8 +102,8 @@ def search_chunk(problem, params, cfg, prep, cache, c: int, pool, bar) -> dict:
     recorder = ChunkRecorder(params.n_children)
     res = search_images(problem, x, y, rows.tolist(), params, cfg.engine, cfg.seed, hooks=(recorder, bar),
                         pad_to=cache.manifest["chunk_images"])
-    budgets = [p.budget for p in params.points]
-    record = {"images": b - a, "curves": _pad_curves(recorder.curves, budgets), "layer_seconds": recorder.seconds,
+    record = {"images": b - a, "curves": recorder.padded_curves([p.budget for p in params.points]),
+              "layer_seconds": recorder.seconds,
               "layer_evaluations": recorder.evaluations, "ce_mean": res.ce.mean().item(),
               "accuracy": (res.reps[-1].argmax(1) == y).float().mean().item()}
     cache.write_chunk(c, res.reps, res.ce, res.evaluations, record)
@@ -115,15 +115,6 @@ def images_for(prep, dataset_rows):
     from .data import normalize
     d = prep.dataset
     return normalize(d.train_x[dataset_rows], prep.mean, prep.std), d.train_y[dataset_rows]
-
-
-def _pad_curves(curves: dict, budgets: list[int]) -> dict:
-    """Chunks that stopped early (adaptive) repeat their last value, so chunks can be summed."""
-    out = {}
-    for point, c in curves.items():
-        n = budgets[point] + 1
-        out[str(point)] = {k: (v + [v[-1]] * (n - len(v)) if isinstance(v, list) else v) for k, v in c.items()}
-    return out
 
 
 def summarize_cache(cache, problem: StagedProblem) -> dict:

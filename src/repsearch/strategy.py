@@ -61,6 +61,11 @@ class Params:
     def n_children(self) -> int:
         return self.n_explore + self.n_refine
 
+    @property
+    def max_evaluations_per_image(self) -> int:
+        """The initial population, every generation's children, and one carried-forward best per later point."""
+        return self.pop_size + sum(p.budget for p in self.points) * self.n_children + len(self.points) - 1
+
     @classmethod
     def from_config(cls, s, shapes: list[tuple]) -> "Params":
         """The search config for a model with these search point shapes (logits last). Per-point

@@ -45,7 +45,10 @@ def rows_checksum(cache, a: int, b: int) -> dict[str, str]:
 
 def verify_cache(cache) -> dict:
     """Check every complete chunk against its record: checksums of its rows and finite values.
-    Returns counts; raises a UserError naming the first damage found."""
+    Returns counts; raises a UserError naming the first damage found. Done once per opened cache
+    (a run learns several variants from one cache)."""
+    if cache.verified is not None:
+        return cache.verified
     arrays = cache.arrays()  # shapes and readability of every array
     checked = unchecked = 0
     for path in sorted((cache.path / "chunks").glob("*.json")):
@@ -66,5 +69,6 @@ def verify_cache(cache) -> dict:
             raise _damaged(cache, f"{', '.join(f'{k}.npy' for k in bad)} rows {a}-{b - 1} differ from what the search "
                                   f"wrote (chunk {path.stem}'s checksum)")
         checked += 1
-    return {"chunks_verified": checked, "chunks_without_checksum": unchecked, "images": int(cache.manifest["count"]),
-            "complete": cache.complete}
+    cache.verified = {"chunks_verified": checked, "chunks_without_checksum": unchecked,
+                      "images": int(cache.manifest["count"]), "complete": cache.complete}
+    return cache.verified
