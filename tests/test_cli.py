@@ -39,6 +39,23 @@ def test_config_command_prints_resolved_config():
     assert json.loads(r.stdout)["seed"] == 7
 
 
+def test_paper_literal_run_end_to_end(tmp_path):
+    """Every literal switch at once (raw targets, whole-child smoothing, batch BN, fresh noise,
+    float32 cache, summed loss, no running statistics, plain SGD) runs search, learning and the
+    baseline, and the run directory records the overlay and its values."""
+    out = tmp_path / "literal"
+    r = run_cli("run", "--preset", "quickstart", "--overlay", "paper_literal", "--out", str(out), "--no-progress",
+                "--set", "data.subset=120", "--set", "search.generations=[2,2,2,1]", "--set", "learn.epochs=2",
+                "--set", "baseline.epochs=1", "--set", "learn.batch_size=50", "--set", "learn.probe_images=60")
+    assert r.returncode == 0, r.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["overlays"] == ["paper_literal"]
+    assert config["search"]["smooth"] == "child" and config["learn"]["reduction"] == "sum"
+    assert config["model"]["bn_running_stats"] is False
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 <= summary["search_test_accuracy"] <= 1 and 0 <= summary["sgd_test_accuracy"] <= 1
+
+
 def test_baseline_cli_writes_run_directory(tmp_path):
     out = tmp_path / "run"
     r = run_cli("baseline", "--preset", "quickstart", "--set", "baseline.epochs=2", "--out", str(out), "--no-progress")

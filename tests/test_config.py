@@ -51,3 +51,42 @@ def test_bad_overrides_say_what_is_wrong(override, message):
 def test_unknown_preset():
     with pytest.raises(UserError, match="unknown preset 'nope'; choose one of"):
         C.resolve("nope")
+
+
+# What `--overlay paper_literal` may change: the deviations docs/method.md lists, never scale.
+LITERAL_KEYS = {"model.bn_running_stats", "search.target_space", "search.smooth", "search.bn", "search.noise",
+                "search.dtype", "search.target_ce", "search.patience", "learn.init", "learn.reduction",
+                "learn.head_lr_scale", "learn.weight_decay", "learn.warmup", "learn.final_lr", "learn.bias_scaler",
+                "baseline.weight_decay", "baseline.warmup", "baseline.final_lr", "baseline.bias_scaler"}
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+@pytest.mark.parametrize("preset", C.list_presets())
+def test_paper_literal_overlay_changes_the_deviations_and_nothing_else(preset):
+    ours, literal = _flat(C.resolve(preset).to_dict()), _flat(C.resolve(preset, overlays=["paper_literal"]).to_dict())
+    changed = {k for k in ours if ours[k] != literal[k]}
+    assert changed <= LITERAL_KEYS, changed - LITERAL_KEYS
+    assert {"search.target_space", "search.smooth", "learn.reduction", "learn.head_lr_scale"} <= changed
+    assert literal["search.target_space"] == "raw" and literal["learn.reduction"] == "sum"
+    assert literal["model.widths"] == ours["model.widths"] and literal["learn.epochs"] == ours["learn.epochs"]
+
+
+def test_every_overlay_key_is_in_the_method_docs_deviation_table():
+    from pathlib import Path
+    doc = (Path(__file__).parents[1] / "docs" / "method.md").read_text()
+    table = doc[doc.index("## Deviations from the paper's text"):]
+    for key in _flat(C.load_preset("paper_literal", "overlay")):
+        assert f"`{key}`" in table, f"{key} is set by paper_literal but not documented"
+
+
+def test_overlays_apply_after_the_preset_and_before_overrides():
+    cfg = C.resolve("cpu-mnist", ["search.smooth=noise"], overlays=["paper_literal"])
+    assert cfg.search.smooth == "noise" and cfg.search.target_space == "raw" and cfg.search.pop_size == 12
+    with pytest.raises(UserError, match="unknown overlay 'nope'"):
+        C.resolve("cpu-mnist", overlays=["nope"])

@@ -27,6 +27,19 @@ def test_regression_loss_matches_hand_computation():
     assert loss0.item() == pytest.approx(4.0)
 
 
+def test_regression_loss_sum_is_the_papers_equation():
+    """reduction="sum": per image, squared L2 norms over elements, divided by the number of stages
+    (L-1) whichever are supervised: Skip block 0 divides by 2 stages here, not 1."""
+    outs = [torch.tensor([[[[1.0, 2.0]]], [[[0.0, 0.0]]]]), torch.tensor([[3.0], [1.0]])]
+    tgts = [torch.tensor([[[[0.0, 0.0]]], [[[1.0, 1.0]]]]), torch.tensor([[1.0], [1.0]])]
+    loss, parts = regression_loss(outs, tgts, [0, 1], reduction="sum")
+    # image 0: block0 1+4 = 5, block1 4 -> 9/2; image 1: block0 2, block1 0 -> 2/2
+    assert loss.item() == pytest.approx(4.5 + 1.0)
+    assert parts["mse_block0"] == pytest.approx((2.5 + 1) / 2)  # logged per element either way
+    skip0, _ = regression_loss(outs, tgts, [1], reduction="sum")
+    assert skip0.item() == pytest.approx(4.0 / 2)
+
+
 def test_head_kl_matches_hand_computation():
     logits = torch.tensor([[0.0, 0.0]])
     searched = torch.tensor([[1.0, 0.0]])

@@ -24,6 +24,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"preset name: {', '.join(config_mod.list_presets())}")
+    p.add_argument("--overlay", dest="overlays", action="append", default=[], metavar="NAME",
+                   help=f"apply an overlay after the preset (repeatable): {', '.join(config_mod.list_overlays())}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (dotted key, repeatable), e.g. --set baseline.epochs=5")
     p.add_argument("--data-root", help="data root (default $REPSEARCH_DATA or ./data)")
@@ -34,7 +36,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve(args) -> config_mod.Config:
-    return config_mod.resolve(args.preset, args.overrides, seed=args.seed, device=args.device,
+    return config_mod.resolve(args.preset, args.overrides, args.overlays, seed=args.seed, device=args.device,
                               **{"data.root": args.data_root})
 
 
@@ -49,7 +51,7 @@ def _check_device(device: str) -> None:
 def _run_dir(args, command: str, cfg):
     from .runs import RunDir, check_run_path, default_run_path
     path = Path(args.out) if args.out else default_run_path(command, args.preset)
-    config = {"command": command, "preset": args.preset, **cfg.to_dict()}
+    config = {"command": command, "preset": args.preset, "overlays": args.overlays, **cfg.to_dict()}
     check_run_path(path, config)
     return RunDir(path, config, cfg.device)
 
@@ -178,10 +180,12 @@ def cmd_verify(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    for name in config_mod.list_presets():
-        text = (config_mod.PRESET_DIR / f"{name}.toml").read_text().splitlines()
-        desc = text[0].lstrip("# ") if text and text[0].startswith("#") else ""
-        print(f"{name:16s} {desc}")
+    for folder, names, flag in ((config_mod.PRESET_DIR, config_mod.list_presets(), "--preset"),
+                                (config_mod.OVERLAY_DIR, config_mod.list_overlays(), "--overlay")):
+        for name in names:
+            text = (folder / f"{name}.toml").read_text().splitlines()
+            desc = text[0].lstrip("# ") if text and text[0].startswith("#") else ""
+            print(f"{flag} {name:16s} {desc}")
     return 0
 
 

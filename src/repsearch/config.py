@@ -15,6 +15,7 @@ from .errors import UserError
 from .overrides import apply_key, apply_dict, parse_override
 
 PRESET_DIR = Path(__file__).parent / "presets"
+OVERLAY_DIR = PRESET_DIR / "overlays"  # partial configs any preset can take (`--overlay paper_literal`)
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-jpeg")
 
 
@@ -118,6 +119,9 @@ class LearnConfig(TrainConfig):
     kl_weight: float = 0.03  # paper's lambda
     head_lr_scale: float = 33.3  # head's lr multiplier: 1/lambda makes the head step lambda-free
     loss: str = "mse"  # "mse": per-element MSE; "class_weighted": elements weighted by class-explained variance
+    # "mean": per-element mean, averaged over supervised blocks; "sum": the paper's equation, squared
+    # L2 norms averaged over all blocks (x57,600 / 12,544 / 2,304 at width 256: docs/method.md)
+    reduction: str = "mean"
     init: str = "default"
     probe_every: int = 0  # linear probes every N epochs (0: only at the end; they cost a few seconds)
     probe_images: int = 5000  # training images the probes are fitted on
@@ -156,6 +160,7 @@ CHOICES = {
     "baseline.init": ("dirac", "default"),
     "learn.init": ("dirac", "default"),
     "learn.loss": ("mse", "class_weighted"),
+    "learn.reduction": ("mean", "sum"),
 }
 PER_POINT = ("generations", "alpha", "boost", "blur", "target_ce", "patience")
 
@@ -164,10 +169,15 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
-def load_preset(name: str) -> dict:
-    path = PRESET_DIR / f"{name}.toml"
+def list_overlays() -> list[str]:
+    return sorted(p.stem for p in OVERLAY_DIR.glob("*.toml"))
+
+
+def load_preset(name: str, kind: str = "preset") -> dict:
+    folder, names = (PRESET_DIR, list_presets) if kind == "preset" else (OVERLAY_DIR, list_overlays)
+    path = folder / f"{name}.toml"
     if not path.exists():
-        raise UserError(f"unknown preset '{name}'; choose one of: {', '.join(list_presets())}")
+        raise UserError(f"unknown {kind} '{name}'; choose one of: {', '.join(names())}")
     with open(path, "rb") as f:
         return tomllib.load(f)
 
@@ -261,11 +271,14 @@ def validate_search(s: SearchConfig) -> None:
                         f"({s.top_k + s.n_explore + s.n_refine}), as the paper's 240 = 20 + 100 + 120")
 
 
-def resolve(preset: str | None = None, overrides: list[str] = (), **direct) -> Config:
-    """Defaults <- preset file <- `--set` overrides <- direct CLI flags (seed, device, data root)."""
+def resolve(preset: str | None = None, overrides: list[str] = (), overlays: list[str] = (), **direct) -> Config:
+    """Defaults <- preset <- overlays (in order) <- `--set` overrides <- direct CLI flags (seed,
+    device, data root)."""
     cfg = Config()
     if preset:
         apply_dict(cfg, load_preset(preset))
+    for name in overlays:
+        apply_dict(cfg, load_preset(name, "overlay"))
     for item in overrides:
         key, value = parse_override(item)
         apply_key(cfg, key.split("."), value, key)

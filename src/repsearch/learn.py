@@ -1,6 +1,6 @@
 """Learning from searched representations (paper Section 4.2, Appendix A.3).
 
-    L = mean_{l in S} ||H_theta^l(x) - H_hat^l(x)||^2  +  lambda * KL(p_hat || p_phi(sg(H_theta^last(x))))
+    L = mean_{l in S} mean_elements (H_theta^l(x) - H_hat^l(x))^2  +  lambda * KL(p_hat || p_phi(sg(H_theta^last(x))))
 
 The body (theta) learns only from the regression targets; the head (phi) only from the KL term,
 on stop-gradient features. Under stop-gradient lambda only scales the head's step, so the head
@@ -28,17 +28,22 @@ from .verify import verify_cache
 
 
 def regression_loss(outputs: list[torch.Tensor], targets: list[torch.Tensor], supervise,
-                    weights: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
-    """Per image: mean over supervised blocks of the (optionally element-weighted) per-element
-    squared error; summed over the batch (airbench's convention). Returns (loss, per-block means)."""
+                    weights: list[torch.Tensor] | None = None, reduction: str = "mean") -> tuple[torch.Tensor, dict]:
+    """Per image, summed over the batch (airbench's convention). `reduction="mean"` (default): the
+    mean over supervised blocks of the (optionally element-weighted) per-element squared error, so
+    every block weighs the same whatever its size. `"sum"`: the paper's equation, each block's
+    squared L2 norm, divided by the number of stages whichever are supervised (Skip block 0
+    divides by 3, not 2). Returns (loss, per-block per-element means)."""
     total, parts = 0.0, {}
+    divisor = len(supervise) if reduction == "mean" else len(outputs)
     for l in supervise:
         err = (outputs[l].float() - targets[l].float()).pow(2)
         if weights is not None:
             err = err * weights[l]
-        per_image = err.flatten(1).mean(1)
-        total = total + per_image.sum() / len(supervise)
-        parts[f"mse_block{l}"] = per_image.mean().item()
+        per_element = err.flatten(1).mean(1)
+        per_image = per_element if reduction == "mean" else err.flatten(1).sum(1)
+        total = total + per_image.sum() / divisor
+        parts[f"mse_block{l}"] = per_element.mean().item()
     return total, parts
 
 
@@ -75,7 +80,8 @@ def make_loss_fn(targets: dict, supervise, lc, weights=None):
     def loss_fn(model, idx, x, y):
         outs = stage_outputs(model, x)
         tg = [targets[f"block{l}"][idx] for l in range(len(outs))]
-        body, parts = regression_loss(outs, tg, supervise, weights) if supervise else (outs[-1].sum() * 0, {})
+        body, parts = (regression_loss(outs, tg, supervise, weights, lc.reduction) if supervise
+                       else (outs[-1].sum() * 0, {}))
         logits = model.head(outs[-1].detach())  # stop-gradient: no KL gradient reaches the body
         kl = head_kl(logits, targets["logits"][idx])
         loss = body + lc.kl_weight * kl

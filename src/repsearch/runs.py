@@ -79,7 +79,7 @@ def environment(device: str) -> dict:
 
 # Settings that may differ when a run directory is reused: where the data lives, the preset's
 # name (the resolved config is what counts), and the engine (speed only).
-REUSABLE_DIFFERENCES = ("preset", "engine", "data.root")
+REUSABLE_DIFFERENCES = ("preset", "overlays", "engine", "data.root")
 
 
 def check_run_path(path: Path, config: dict) -> None:
