@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from .data import DeviceLoader, Prepared
 from .models import build_model, init_from_data
 from .models.staged import forward_flops, logits as staged_logits
-from .runs import RunDir, atomic_torch_save
+from .runs import RunDir
+from .storage import atomic_torch_save
 from .training import (autocast_for, evaluate, fit, make_optimizer, prepare_model_for_device,
                        standard_groups)
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import UserError
-from .runs import atomic_torch_save, atomic_write_json
+from .storage import atomic_torch_save, atomic_write_json, require_free, reserve, tensor_bytes, writing
 
 FORMAT_VERSION = 2  # 2: search points from the model (names in the manifest), fingerprint of whole sections
 
@@ -51,24 +52,40 @@ class TargetCache:
     @classmethod
     def create(cls, path: Path, *, config: dict, fingerprint: str, dataset: str, indices: np.ndarray,
                labels: np.ndarray, shapes: list, dtype: str, chunk_images: int, network_state: dict) -> "TargetCache":
+        """Every array is created at full size and its disk space reserved before the first chunk
+        is searched, so a full disk is refused here, with nothing left behind."""
         path = Path(path)
         if path.exists() and any(path.iterdir()):
             raise UserError(f"{path} exists and is not a target cache; choose another --cache/--out directory")
-        (path / "chunks").mkdir(parents=True, exist_ok=True)
-        np.save(path / "indices.npy", indices.astype(np.int64))
-        np.save(path / "labels.npy", labels.astype(np.int64))
-        n = len(indices)
-        for name, shape in zip(point_names(len(shapes)), shapes):
-            dt = np.float32 if name == "logits" else np.dtype(dtype)
-            np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=dt, shape=(n, *shape)).flush()
-        np.lib.format.open_memmap(path / "ce.npy", mode="w+", dtype=np.float32, shape=(n,)).flush()
-        np.lib.format.open_memmap(path / "evals.npy", mode="w+", dtype=np.int64, shape=(n,)).flush()
-        atomic_torch_save(network_state, path / "network.pt")
+        n, names = len(indices), point_names(len(shapes))
+        arrays = {name: (np.float32 if name == "logits" else np.dtype(dtype), (n, *shape))
+                  for name, shape in zip(names, shapes)}
+        arrays.update(ce=(np.float32, (n,)), evals=(np.int64, (n,)))
+        require_free(path if path.exists() else path.parent, sum(np.dtype(dt).itemsize * int(np.prod(shape))
+                                                                 for dt, shape in arrays.values()) + tensor_bytes(network_state))
+        try:
+            (path / "chunks").mkdir(parents=True, exist_ok=True)
+            with writing(path):
+                np.save(path / "indices.npy", indices.astype(np.int64))
+                np.save(path / "labels.npy", labels.astype(np.int64))
+                for name, (dt, shape) in arrays.items():
+                    np.lib.format.open_memmap(path / f"{name}.npy", mode="w+", dtype=dt, shape=shape).flush()
+                    reserve(path / f"{name}.npy")
+            atomic_torch_save(network_state, path / "network.pt")
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)  # it was empty or absent: no manifest, no cache
+            raise
         manifest = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "dataset": dataset, "count": n,
-                    "points": point_names(len(shapes)), "shapes": [list(s) for s in shapes], "dtype": dtype, "chunk_images": chunk_images,
+                    "points": names, "shapes": [list(s) for s in shapes], "dtype": dtype, "chunk_images": chunk_images,
                     "num_chunks": -(-n // chunk_images), "config": config, "complete": False}
         atomic_write_json(path / "manifest.json", manifest)  # last: its presence makes this a cache
         return cls(path, manifest)
+
+    def reserve(self) -> None:
+        """Claim the arrays' disk space again before a resumed search writes into them (a cache
+        made by an older version, or copied, may be sparse)."""
+        for name in (*self.names, "ce", "evals"):
+            reserve(self.path / f"{name}.npy")
 
     @classmethod
     def open(cls, path: Path, fingerprint: str | tuple[str, ...] | None = None) -> "TargetCache":

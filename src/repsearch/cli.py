@@ -265,6 +265,12 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"repsearch: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk at a write that storage does not wrap: still one line
+        from .storage import FULL, disk_full
+        if e.errno not in FULL:
+            raise
+        print(f"repsearch: error: {disk_full(Path(e.filename or '.'))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("repsearch: interrupted", file=sys.stderr)
         return 130

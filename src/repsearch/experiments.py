@@ -137,7 +137,7 @@ def fitness_scaling(prep, cfg, n_images: int = 1000, pop_sizes=(12, 24, 60, 120,
 
 def _write_scaling(result: dict, out: Path) -> None:
     from .plots import plot_xy
-    from .runs import atomic_write_json
+    from .storage import atomic_write_json
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "scaling.json", result)
     for axis, key, label in (("population", "pop_size", "population size"),
@@ -218,7 +218,7 @@ def diversity(prep, cfg, n_images: int = 32, runs: int = 8, out_dir=None, *, see
 
     if out_dir is not None:
         from .plots import plot_xy
-        from .runs import atomic_write_json
+        from .storage import atomic_write_json
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "diversity.json", result)

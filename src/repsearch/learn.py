@@ -22,7 +22,8 @@ from .data import DeviceLoader, Prepared
 from .errors import UserError
 from .models import build_model, init_from_data
 from .models.staged import forward_flops, stage_outputs
-from .runs import RunDir, atomic_torch_save
+from .runs import RunDir
+from .storage import atomic_torch_save
 from .training import autocast_for, evaluate, fit, make_optimizer, prepare_model_for_device, standard_groups
 from .verify import verify_cache
 

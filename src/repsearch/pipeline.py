@@ -18,7 +18,8 @@ from .baseline import run_baseline
 from .cache import TargetCache
 from .data import prepare
 from .learn import Diagnostics, train_from_cache
-from .runs import RunDir, atomic_write_json, atomic_write_text
+from .runs import RunDir
+from .storage import atomic_write_json, atomic_write_text
 from .search import fingerprint_for, run_search
 
 

@@ -1,7 +1,7 @@
 """Run directories: resolved config, environment, JSON-lines metrics, checkpoints, summary.
 
-Files appear atomically (write to a temporary name, then rename) so an interrupted run never
-leaves a half-written config, checkpoint or summary behind.
+Files appear atomically (`storage`: a temporary name, then a rename) so an interrupted run or a
+full disk never leaves a half-written config, checkpoint or summary behind.
 """
 from __future__ import annotations
 
@@ -15,33 +15,7 @@ from pathlib import Path
 
 import torch
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _jsonable(x):
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "item"):
-        return x.item()
-    raise TypeError(f"not JSON serializable: {type(x)}")
+from .storage import append_line, atomic_write_json, jsonable
 
 
 def _git(*args) -> str | None:
@@ -134,8 +108,7 @@ class RunDir:
         self.start = time.time()
 
     def log(self, record: dict, name: str = "metrics.jsonl") -> None:
-        with open(self.path / name, "a") as f:
-            f.write(json.dumps(record, default=_jsonable) + "\n")
+        append_line(self.path / name, json.dumps(record, default=jsonable))
 
     def summary(self, figures: dict) -> dict:
         figures = {"wall_time_s": round(time.time() - self.start, 2), **figures}

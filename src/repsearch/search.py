@@ -78,6 +78,8 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
             labels=prep.dataset.train_y[pool].numpy(), shapes=problem.shapes, dtype=cfg.search.dtype,
             chunk_images=chunk_size(problem.shapes, params, cfg.engine),
             network_state={k: v.cpu() for k, v in problem.model.state_dict().items()})
+    elif not cache.complete:
+        cache.reserve()
     todo = [c for c in range(cache.manifest["num_chunks"]) if c not in cache.done_chunks()]
     images = sum(b - a for a, b in map(cache.chunk_rows, todo))
     bar = Progress(params.max_evaluations_per_image * images, enabled=progress)

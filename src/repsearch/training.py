@@ -125,7 +125,7 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
     import copy
     import time
     from tqdm import tqdm
-    from .runs import atomic_torch_save
+    from .storage import atomic_torch_save
 
     total_steps = tc.epochs * len(loader)
     state = {"epoch": 0, "best_acc": -1.0, "best_state": None, "best_epoch": -1}
