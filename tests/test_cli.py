@@ -17,6 +17,9 @@ def run_cli(*args, cwd=None):
     (["baseline", "--preset", "quickstart", "--device", "cuda:0"], None),
     (["baseline", "--bogus"], "unrecognized arguments"),
     (["search", "--preset", "quickstart", "--set", "search.pop_size=13"], "must equal top_k"),
+    (["run", "--preset", "quickstart", "--set", "data.subset=60"], "learn.batch_size=100 is more than the 55 training"),
+    (["baseline", "--preset", "quickstart", "--set", "data.subset=60"], "baseline.batch_size=100 is more than the 55"),
+    (["search", "--preset", "quickstart", "--set", "data.subset=5"], "holds out 0 validation images"),
 ])
 def test_user_errors_one_line_exit_2_nothing_written(tmp_path, args, message):
     import torch

@@ -92,3 +92,25 @@ def test_cifar10_jpeg_loader(data_root):
 def test_missing_dataset_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="materialize.py"):
         D.load_dataset("cifar10-jpeg", str(tmp_path))
+
+
+@pytest.mark.parametrize("subset, fraction, message", [
+    (5, 0.08, "holds out 0 validation images and leaves 5"),
+    (10, 0.97, "holds out 10 validation images and leaves 0"),
+])
+def test_a_subset_too_small_for_its_holdout_is_refused(subset, fraction, message):
+    with pytest.raises(UserError, match=message):
+        D.holdout_split(1000, fraction, seed=0, subset=subset)
+    split = D.holdout_split(1000, fraction, seed=0, subset=subset * 3)  # large enough: both sides non-empty
+    assert len(split.val) >= 1 and len(split.train) >= 1
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_by_the_api():
+    from repsearch import api
+    from repsearch.models.mlp import MLP
+    model = MLP((1, 4, 4), 3, (6, 6), 1, "default")
+    x, y = torch.randn(8, 1, 4, 4), torch.arange(8) % 3
+    targets = api.Targets([torch.randn(8, 6), torch.randn(8, 6), torch.randn(8, 3)], torch.zeros(8), torch.zeros(8),
+                          target_space="raw")
+    with pytest.raises(UserError, match="learn.batch_size=16 is more than the 8 training images"):
+        api.learn_from_targets(model, x, y, targets, learn={"epochs": 1, "batch_size": 16})

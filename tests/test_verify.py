@@ -12,7 +12,7 @@ from repsearch.search import run_search
 
 from .test_search import TINY
 
-ARGS = ["--preset", "quickstart", *sum((["--set", t] for t in [*TINY, "data.subset=30", "learn.epochs=1",
+ARGS = ["--preset", "quickstart", *sum((["--set", t] for t in [*TINY, "data.subset=30", "learn.epochs=1", "learn.batch_size=10",
                                                                 "learn.probe_images=20"]), [])]
 
 

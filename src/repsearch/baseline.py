@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data import DeviceLoader, Prepared
+from .data import DeviceLoader, Prepared, check_batch
 from .models import build_model, init_from_data
 from .models.staged import forward_flops, logits as staged_logits
 from .runs import RunDir
@@ -26,6 +26,7 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
     model, _ = build_model(cfg, "baseline", prep.dataset.shape, prep.dataset.num_classes, depth=depth, init=tc.init)
     init_from_data(model, train_x.cpu())
     model = prepare_model_for_device(model, dev)
+    check_batch(len(train_y), tc.batch_size, "baseline.batch_size")
     loader = DeviceLoader(train_x, train_y, tc.batch_size, augment=tc.augment, fixed_batches=tc.fixed_batches,
                           seed=cfg.seed)
     opt = make_optimizer(standard_groups(model, tc), tc, tc.batch_size)

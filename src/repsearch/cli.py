@@ -64,11 +64,12 @@ def _print_summary(summary: dict, run) -> None:
 
 def cmd_baseline(args) -> int:
     from .baseline import run_baseline
-    from .data import prepare
+    from .data import check_batches, prepare
     from .models import build_model
     cfg = _resolve(args)
     _check_device(cfg.device)
     prep = prepare(cfg)
+    check_batches(cfg, prep, ["baseline"])
     build_model(cfg, "baseline", prep.dataset.shape, prep.dataset.num_classes)  # a bad model: one line, nothing written
     run = _run_dir(args, "baseline", cfg)
     summary = run_baseline(prep, cfg, run, progress=not args.no_progress)
@@ -99,7 +100,7 @@ def cmd_search(args) -> int:
 
 def cmd_train(args) -> int:
     from .cache import TargetCache
-    from .data import prepare
+    from .data import check_batches, prepare
     from .learn import train_from_cache
     from .search import fingerprint_for, preflight
     from .verify import verify_cache
@@ -109,6 +110,7 @@ def cmd_train(args) -> int:
         raise UserError("train needs --cache DIR (a target cache written by 'repsearch search')")
     prep = prepare(cfg)
     preflight(cfg, prep)
+    check_batches(cfg, prep, ["learn"])
     cache = TargetCache.open(args.cache, fingerprint_for(cfg, prep))
     cache.require_complete()
     verify_cache(cache)
@@ -126,9 +128,11 @@ def cmd_run(args) -> int:
             raise UserError("--seeds must be >= 1")
         cfg.run.seeds = args.seeds
     _check_device(cfg.device)
-    from .data import prepare
+    from .data import check_batches, prepare
     from .search import preflight
-    preflight(cfg, prepare(cfg))  # fail early on missing data or a bad model, before anything is written
+    prep = prepare(cfg)
+    preflight(cfg, prep)  # fail early on missing data, a bad model or sizes, before anything is written
+    check_batches(cfg, prep)
     run = _run_dir(args, "run", cfg)
     summary, results = run_pipeline(cfg, run.path, progress=not args.no_progress)
     print(markdown(results, cfg))

@@ -168,7 +168,12 @@ def holdout_split(n: int, val_fraction: float, seed: int, subset: int = 0) -> Sp
         if subset > n:
             raise UserError(f"data.subset={subset} exceeds the {n} training images")
         order = order[:subset]
-    n_val = max(1, int(round(len(order) * val_fraction)))
+    n_val = int(round(len(order) * val_fraction))
+    if n_val < 1 or n_val >= len(order):
+        what = f"data.subset={subset}" if subset else f"the {n} training images"
+        raise UserError(f"{what} with data.val_fraction={val_fraction} holds out {n_val} validation images and leaves "
+                        f"{len(order) - n_val} to train on; both need at least 1: raise data.subset or change "
+                        "data.val_fraction")
     return Split(train=order[n_val:].sort().values, val=order[:n_val].sort().values)
 
 
@@ -255,6 +260,20 @@ class Prepared:
             idx = {"train": self.split.train, "val": self.split.val, "pool": self.split.pool}[which]
             x, y = d.train_x[idx], d.train_y[idx]
         return normalize(x, self.mean, self.std, self.device), y.to(self.device)
+
+
+def check_batch(n_train: int, batch_size: int, key: str) -> None:
+    """A batch larger than the training set would silently train on one partial batch per epoch
+    (a smaller step than the batch size and lr were chosen for): refuse it."""
+    if batch_size > n_train:
+        raise UserError(f"{key}={batch_size} is more than the {n_train} training images (data.subset less the "
+                        f"validation holdout); set {key} to at most {n_train} or raise data.subset")
+
+
+def check_batches(cfg, prep: "Prepared", sections=("learn", "baseline")) -> None:
+    """Before any work: every training section this command runs fits its training images."""
+    for name in sections:
+        check_batch(len(prep.split.train), getattr(cfg, name).batch_size, f"{name}.batch_size")
 
 
 def prepare(cfg, device: str | None = None) -> Prepared:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from . import analysis
 from .cache import TargetCache
-from .data import DeviceLoader, Prepared
+from .data import DeviceLoader, Prepared, check_batch
 from .errors import UserError
 from .models import build_model, init_from_data
 from .models.staged import forward_flops, stage_outputs
@@ -164,6 +164,7 @@ def fit_to_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, 
         weights = [class_informative_weights(targets[f"block{l}"], y, k) for l in range(n_stages)]
     dev = str(x.device)
     model = prepare_model_for_device(model, dev)
+    check_batch(len(y), lc.batch_size, "learn.batch_size")
     loader = DeviceLoader(x, y, lc.batch_size, augment=augment, fixed_batches=lc.fixed_batches, seed=seed)
     opt = make_optimizer(split_parameters(model, lc), lc, lc.batch_size)
     stats = fit(model, loader, opt, lc, loss_fn=make_loss_fn(targets, supervise, lc, weights), val=val or (x, y),
