@@ -47,6 +47,7 @@ def rows() -> list[dict]:
         r("target-raw", "target space", "raw parents", ["search.target_space=raw"]),
         r("bn-batch", "search BatchNorm", "batch statistics", ["search.bn=batch"]),
         r("noise-fresh", "noise source", "fresh normals", ["search.noise=fresh"]),
+        r("blur-zero", "smoothing borders", "zero padding counts", ["search.blur_border=zero"]),
         r("bn-no-running", "BatchNorm running stats", "none", ["model.bn_running_stats=false"]),
         r("cache-float32", "cache dtype", "float32", ["search.dtype=float32"]),
     ]

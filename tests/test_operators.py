@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from repsearch import noise as rn, operators as ops
@@ -46,6 +47,20 @@ def test_smoothing_lowers_high_frequency_energy_and_fast_equals_plain():
     assert torch.allclose(ops.smooth(const, 3), const)
 
 
+def test_zero_border_smoothing_is_pytorchs_padded_average_pooling():
+    """border="zero" is avg_pool2d's default count_include_pad: the padding counts, so a constant
+    map darkens at its borders (and noise shrinks there); the interior is as with "valid"."""
+    x = torch.randn(2, 3, 9, 11)
+    for passes in (1, 3):
+        expect = x
+        for _ in range(passes):
+            expect = torch.nn.functional.avg_pool2d(expect, 3, stride=1, padding=1)
+        assert torch.allclose(ops.smooth(x, passes, border="zero"), expect, atol=1e-5)
+        assert torch.allclose(ops.smooth(x, passes, fast=False, border="zero"), expect, atol=1e-5)
+    const = ops.smooth(torch.ones(1, 1, 7, 7), 1, border="zero")
+    assert const[0, 0, 3, 3] == pytest.approx(1.0) and const[0, 0, 0, 0] == pytest.approx(4 / 9)
+
+
 def test_mutated_conv_children_are_normalized_per_sample():
     pop = torch.randn(2, 3, 4, 6, 6) * 5 + 2
     std = ops.channel_std(pop)
@@ -88,6 +103,8 @@ def test_presmoothed_bank_equals_smoothing_the_drawn_noise():
     offsets = rng.randint((len(bank.bank) // hw * hw - n) // hw + 1, (5,)) * hw
     raw = torch.stack([torch.stack([bank.bank[o:o + n] for o in row.tolist()]) for row in offsets]).reshape(2, *shape)
     assert torch.allclose(got, ops.smooth(raw, 2), atol=1e-5)
+    zero = bank.draw(rn.PerImageRNG(0, [1, 2]), shape, blur=2, border="zero")  # same windows, other smoothing
+    assert torch.allclose(zero, ops.smooth(raw, 2, border="zero"), atol=1e-5)
     plain = bank.draw(rn.PerImageRNG(0, [1, 2]), shape)
     assert abs(plain.std().item() - 1) < 0.1 and abs(plain.mean().item()) < 0.1
 

@@ -82,6 +82,7 @@ class SearchConfig:
     blur: list[int] = field(default_factory=lambda: [5, 1, 1, 0])
     init_noise: float = 0.1  # initial population: input + noise of this x each channel's std
     smooth: str = "noise"  # "noise": blur the noise only; "child": blur the whole mutated tensor
+    blur_border: str = "valid"  # "valid": border pixels average valid pixels; "zero": zero padding counts (paper, literally)
     target_space: str = "normalized"  # "normalized": every search point is per-sample normalized
     bn: str = "calibrated"  # "calibrated": BN stats from clean images, frozen; "batch": paper's
     calib_images: int = 2000
@@ -153,6 +154,7 @@ class Config:
 CHOICES = {
     "data.name": DATASETS,
     "search.smooth": ("noise", "child"),
+    "search.blur_border": ("valid", "zero"),
     "search.target_space": ("normalized", "raw"),
     "search.bn": ("calibrated", "batch"),
     "search.dtype": ("float16", "float32"),

@@ -67,21 +67,22 @@ class NoiseBank:
         self.bank = torch.randn(size, generator=g, device=device)
         self._smoothed: dict = {}
 
-    def draw(self, rng: "PerImageRNG", shape: tuple, blur: int = 0, phases: bool = False) -> torch.Tensor:
+    def draw(self, rng: "PerImageRNG", shape: tuple, blur: int = 0, phases: bool = False,
+             border: str = "valid") -> torch.Tensor:
         """(B, M, *S) normals: M windows per image, each of prod(S) numbers.
 
         With blur > 0 (conv maps only) the windows come from a copy of the bank smoothed once as
         H x W maps, at map-aligned offsets: the same as smoothing each child's noise afterwards,
         since smoothing is linear and acts per map (channel scaling commutes with it). With
         `phases` (blurred maps only) each smoothed map's pixels come in `pool_phase_order`."""
-        return windows(self.source(shape, blur, phases), self.offsets(rng, shape, blur), shape)
+        return windows(self.source(shape, blur, phases, border), self.offsets(rng, shape, blur), shape)
 
-    def source(self, shape: tuple, blur: int = 0, phases: bool = False) -> torch.Tensor:
+    def source(self, shape: tuple, blur: int = 0, phases: bool = False, border: str = "valid") -> torch.Tensor:
         """The bank that windows of `shape` (M, *S) are read from: flat, or for blurred maps
         pre-smoothed and viewed as rows of one map each (windows then start at map boundaries, and
         a compiled consumer reads each row with vector loads), optionally in pooling-phase order."""
         if blur > 0 and len(shape) == 4:
-            return self._smoothed_bank(shape[2], shape[3], blur, phases).reshape(-1, shape[2] * shape[3])
+            return self._smoothed_bank(shape[2], shape[3], blur, phases, border).reshape(-1, shape[2] * shape[3])
         if phases:
             raise ValueError("phase-ordered noise needs map-aligned windows (blurred conv maps)")
         return self.bank
@@ -92,7 +93,8 @@ class NoiseBank:
         m, n = shape[0], math.prod(shape[1:])
         if blur > 0 and len(shape) == 4:
             maps_per_window = n // (shape[2] * shape[3])
-            return rng.randint(len(self.source(shape, blur)) - maps_per_window + 1, (m,))
+            maps = len(self.bank) // (shape[2] * shape[3])  # rows of `source`, whatever the border
+            return rng.randint(maps - maps_per_window + 1, (m,))
         return rng.randint(len(self.bank) - n, (m,))
 
     @classmethod
@@ -104,14 +106,14 @@ class NoiseBank:
             _BANKS[key] = cls(seed, device=device)
         return _BANKS[key]
 
-    def _smoothed_bank(self, h: int, w: int, blur: int, phases: bool = False) -> torch.Tensor:
-        key = (h, w, blur, phases)
+    def _smoothed_bank(self, h: int, w: int, blur: int, phases: bool = False, border: str = "valid") -> torch.Tensor:
+        key = (h, w, blur, phases, border)
         if key not in self._smoothed:
             if phases:
-                self._smoothed[key] = to_phases(self._smoothed_bank(h, w, blur).reshape(-1, h, w)).reshape(-1)
+                self._smoothed[key] = to_phases(self._smoothed_bank(h, w, blur, False, border).reshape(-1, h, w)).reshape(-1)
             else:
                 maps = self.bank[: len(self.bank) // (h * w) * h * w].reshape(-1, 1, h, w)
-                self._smoothed[key] = smooth(maps, blur).reshape(-1)
+                self._smoothed[key] = smooth(maps, blur, border=border).reshape(-1)
         return self._smoothed[key]
 
 

@@ -62,10 +62,13 @@ def crossover(pop: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor) -> torch.Te
     return 0.5 * (gather(pop, i1) + gather(pop, i2))
 
 
-def smooth(t: torch.Tensor, passes: int, fast: bool = True) -> torch.Tensor:
-    """Repeated 3x3 average pooling, stride 1, padded; borders average over valid pixels only.
+def smooth(t: torch.Tensor, passes: int, fast: bool = True, border: str = "valid") -> torch.Tensor:
+    """Repeated 3x3 average pooling, stride 1, padded. `border="valid"` (default): border pixels
+    average over the valid pixels only; `"zero"`: the padding counts as zeros (PyTorch's default
+    `count_include_pad`, the paper's "average pooling with padding" read literally), which damps
+    the noise at the borders.
 
-    The 3x3 box with valid-pixel counts is separable (count = rows x cols), so `passes` of it are
+    Either box is separable (count = rows x cols, or always 3 x 3), so `passes` of it are
     exactly M_h X M_w^T with M = A^passes for the 1-D averaging matrix A: two small matmuls instead
     of `passes` pooling sweeps (the fast path; `fast=False` runs the pooling itself).
     """
@@ -73,48 +76,50 @@ def smooth(t: torch.Tensor, passes: int, fast: bool = True) -> torch.Tensor:
         return t
     shape = t.shape
     if fast:
-        mh = _smoothing_matrix(shape[-2], passes, t.device, t.dtype)
-        mw = _smoothing_matrix(shape[-1], passes, t.device, t.dtype)
+        mh = _smoothing_matrix(shape[-2], passes, t.device, t.dtype, border)
+        mw = _smoothing_matrix(shape[-1], passes, t.device, t.dtype, border)
         if shape[-1] * shape[-2] <= 256:  # small maps: one GEMM with kron(M_h, M_w)
             k = torch.kron(mh, mw)
             return (t.reshape(-1, shape[-2] * shape[-1]) @ k.T).reshape(shape)
         return torch.matmul(torch.matmul(mh, t), mw.T)
     x = t.reshape(-1, *shape[-3:])
     for _ in range(passes):
-        x = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+        x = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=border == "zero")
     return x.reshape(shape)
 
 
 _SMOOTHING: dict = {}
 
 
-def _smoothing_matrix(n: int, passes: int, device, dtype) -> torch.Tensor:
-    key = (n, passes, str(device), dtype)
+def _smoothing_matrix(n: int, passes: int, device, dtype, border: str = "valid") -> torch.Tensor:
+    key = (n, passes, str(device), dtype, border)
     if key not in _SMOOTHING:
         a = torch.zeros(n, n, dtype=torch.float64)
         for i in range(n):
             lo, hi = max(0, i - 1), min(n, i + 2)
-            a[i, lo:hi] = 1.0 / (hi - lo)
+            a[i, lo:hi] = 1.0 / (hi - lo if border == "valid" else 3)
         _SMOOTHING[key] = torch.linalg.matrix_power(a, passes).to(device=device, dtype=dtype)
     return _SMOOTHING[key]
 
 
 def mutate_conv(pop, std, i1, i2, noise, alpha: float, blur: int, smooth_target: str = "noise",
-                fast: bool = True) -> torch.Tensor:
+                fast: bool = True, border: str = "valid") -> torch.Tensor:
     """Crossover + channel-scaled Gaussian noise + spatial smoothing + per-sample normalization.
 
     noise: standard normal (B, M, C, H, W). The noise std per (image, child, channel) is alpha x
     the mean of the two parents' channel std. `smooth_target` says what is blurred: "noise" (the
     default: the parent's content stays sharp) or "child" (the whole mutated tensor).
     """
-    return _normalized(perturb_conv(pop, std, i1, i2, noise, alpha, blur, smooth_target, fast))
+    return _normalized(perturb_conv(pop, std, i1, i2, noise, alpha, blur, smooth_target, fast, border))
 
 
-def perturb_conv(pop, std, i1, i2, noise, alpha, blur, smooth_target="noise", fast=True) -> torch.Tensor:
+def perturb_conv(pop, std, i1, i2, noise, alpha, blur, smooth_target="noise", fast=True, border="valid") -> torch.Tensor:
     """mutate_conv before its normalization: crossover + scaled noise + smoothing."""
     child = crossover(pop, i1, i2)
     eps = noise * (alpha * _parent_sigma(std, i1, i2))[..., None, None]
-    return child + smooth(eps, blur, fast) if smooth_target == "noise" else smooth(child + eps, blur, fast)
+    if smooth_target == "noise":
+        return child + smooth(eps, blur, fast, border)
+    return smooth(child + eps, blur, fast, border)
 
 
 def mutate_vector(pop, std, i1, i2, noise, alpha: float) -> torch.Tensor:
@@ -135,9 +140,9 @@ def mutate_logits(pop, std, i1, i2, noise, alpha: float) -> torch.Tensor:
     return child - child.mean(dim=-1, keepdim=True)
 
 
-def mutate(pop, std, i1, i2, noise, alpha, blur, smooth_target, fast=True, kind="map"):
+def mutate(pop, std, i1, i2, noise, alpha, blur, smooth_target, fast=True, kind="map", border="valid"):
     if kind == "map":
-        return mutate_conv(pop, std, i1, i2, noise, alpha, blur, smooth_target, fast)
+        return mutate_conv(pop, std, i1, i2, noise, alpha, blur, smooth_target, fast, border)
     if kind == "vector":
         return mutate_vector(pop, std, i1, i2, noise, alpha)
     return mutate_logits(pop, std, i1, i2, noise, alpha)

@@ -56,6 +56,7 @@ class Params:
     noise: str  # "bank" or "fresh"
     target_space: str  # "normalized" or "raw"
     points: tuple[PointParams, ...]
+    blur_border: str = "valid"  # "valid" or "zero" (operators.smooth)
 
     @property
     def n_children(self) -> int:
@@ -79,7 +80,8 @@ class Params:
         lists = {name: _per_point(getattr(s, name), n) for name in PER_POINT}
         points = tuple(PointParams(point_kind(shape, i == n - 1), *(lists[k][i] for k in PER_POINT))
                        for i, shape in enumerate(shapes))
-        return cls(s.pop_size, s.top_k, s.n_explore, s.n_refine, s.init_noise, s.smooth, s.noise, s.target_space, points)
+        return cls(s.pop_size, s.top_k, s.n_explore, s.n_refine, s.init_noise, s.smooth, s.noise, s.target_space, points,
+                   s.blur_border)
 
 
 def _per_point(values: list, n: int) -> list:
@@ -117,17 +119,18 @@ def operator_settings(params: Params, pp: PointParams, bank: NoiseBank | None, f
     """The static settings of `ask` at one point (Python scalars: a compiled graph specializes on them)."""
     return dict(top_k=params.top_k, n_explore=params.n_explore, alpha=pp.alpha, boost=pp.boost,
                 blur=pp.blur - (bank_blur(params, pp) if bank is not None else 0), smooth_target=params.smooth,
-                fast=fast, kind=pp.kind)
+                fast=fast, kind=pp.kind, border=params.blur_border)
 
 
 def noise_source(params: Params, pp: PointParams, pop_shape: tuple, bank: NoiseBank | None, phases: bool):
     """What `ask` reads noise from: None (the draws are the noise) or the bank the offsets index."""
     if bank is None:
         return None
-    return bank.source((params.n_children, *pop_shape[2:]), bank_blur(params, pp), phases)
+    return bank.source((params.n_children, *pop_shape[2:]), bank_blur(params, pp), phases, params.blur_border)
 
 
-def ask(pop, ce, source, draws: Draws, *, top_k, n_explore, alpha, boost, blur, smooth_target, fast, kind):
+def ask(pop, ce, source, draws: Draws, *, top_k, n_explore, alpha, boost, blur, smooth_target, fast, kind,
+        border="valid"):
     """Select the top-k parents and breed explorers then refiners from them (pure: the random
     numbers come in). Returns parents, their CE, and the children (B, M, *S)."""
     k = min(top_k, pop.shape[1])
@@ -139,11 +142,11 @@ def ask(pop, ce, source, draws: Draws, *, top_k, n_explore, alpha, boost, blur, 
         noise = windows(source, noise, (noise.shape[1], *pop.shape[2:]))
     pe, pr = draws.picks_explore, draws.picks_refine
     explorers = ops.mutate(parents, parent_std, pe[:, 0], pe[:, 1], noise[:, :n_explore], alpha * boost, blur,
-                           smooth_target, fast, kind)
+                           smooth_target, fast, kind, border)
     pool = torch.cat([parents, explorers], dim=1)
     pool_std = torch.cat([parent_std, ops.member_std(explorers, kind)], dim=1)
     refiners = ops.mutate(pool, pool_std, pr[:, 0], pr[:, 1], noise[:, n_explore:], alpha, blur, smooth_target, fast,
-                          kind)
+                          kind, border)
     return parents, parent_ce, torch.cat([explorers, refiners], dim=1)
 
 
