@@ -233,6 +233,17 @@ def test_fingerprint_covers_every_search_and_model_field_and_no_engine_field():
     assert search_fingerprint(tiny("seed=1"), "data") != ref and search_fingerprint(base, "other") != ref
 
 
+def test_a_field_added_later_keeps_older_caches_valid_at_its_old_behaviour():
+    """search.blur_border came after format 2: at "valid" (what every older cache did) the
+    fingerprint is the one a config without the field had; "zero" changes it."""
+    from repsearch.cache import search_fingerprint
+    before = tiny()
+    del before.search.blur_border  # the config as it was before the field existed
+    assert "blur_border" not in vars(before.search)
+    assert search_fingerprint(tiny(), "data") == search_fingerprint(before, "data")
+    assert search_fingerprint(tiny("search.blur_border=zero"), "data") != search_fingerprint(before, "data")
+
+
 def test_cache_resumed_under_other_engine_settings_is_reused_not_mixed(tmp_path):
     """Engine settings change speed only: a cache started with one chunking and compile setting
     resumes under another and ends as the uninterrupted search's; a search setting is refused."""

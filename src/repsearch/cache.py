@@ -32,12 +32,20 @@ def point_names(num_points: int) -> list[str]:
     return [f"block{i}" for i in range(num_points - 1)] + ["logits"]
 
 
+# Fields added to `search`/`model` after format 2, with the behaviour caches had before them: at
+# that value they are left out of the fingerprint, so existing caches stay valid; any other value
+# is hashed like every other field.
+ADDED_LATER = {"search": {"blur_border": "valid"}, "model": {}}
+
+
 def search_fingerprint(cfg, dataset_fingerprint: str, model_source: str = "") -> str:
     """Everything that changes what the search writes: the whole `search` and `model` sections, the
     data selection, the seed, the dataset itself, and a user model's source. The `engine` section
     (speed only) is left out by construction, not by a list of exceptions."""
     data = {k: v for k, v in vars(cfg.data).items() if k not in ("root", "download")}
-    key = {"search": vars(cfg.search), "model": vars(cfg.model), "data": data, "seed": cfg.seed,
+    search, model = ({k: v for k, v in vars(section).items() if ADDED_LATER[name].get(k, object()) != v}
+                     for name, section in (("search", cfg.search), ("model", cfg.model)))
+    key = {"search": search, "model": model, "data": data, "seed": cfg.seed,
            "dataset": dataset_fingerprint, "model_source": model_source}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
