@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from repsearch.analysis import linear_probe
@@ -27,3 +28,21 @@ def test_linear_probe_survives_degenerate_features():
     x[2, 0] = float("nan")
     acc = linear_probe(x[:150], y[:150], x[150:], y[150:], 3)
     assert math.isnan(acc) or acc > 0.8
+
+
+def test_class_collision_entropy_within_and_between():
+    """Same-class copies of one vector per class, classes orthogonal: within 0, between inf; with
+    random directions both approach -log(1/d) (E[cos^2] = 1/d for random unit vectors)."""
+    import math
+    from repsearch.analysis import class_collision_entropy
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    feats = torch.eye(4)[labels] * torch.tensor([1.0, 2, 3, 1, 2, 3])[:, None]  # scale does not matter
+    h = class_collision_entropy(feats, labels)
+    assert h["within"] == pytest.approx(0.0, abs=1e-9) and h["between"] == float("inf")
+    g = torch.Generator().manual_seed(0)
+    rand = class_collision_entropy(torch.randn(400, 64, generator=g), torch.arange(400) % 4)
+    assert rand["within"] == pytest.approx(math.log(64), rel=0.05)
+    assert rand["between"] == pytest.approx(math.log(64), rel=0.05)
+    shared = torch.randn(4, 64, generator=g)[torch.arange(400) % 4] + 0.3 * torch.randn(400, 64, generator=g)
+    clustered = class_collision_entropy(shared, torch.arange(400) % 4)
+    assert clustered["within"] < 0.2 < clustered["between"]  # classes cluster: similar within, distinct between

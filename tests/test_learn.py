@@ -171,6 +171,12 @@ def test_end_to_end_run_on_digits_beats_chance_by_far(tmp_path):
     assert (out / "results.md").exists() and "Search-based (All layers)" in (out / "results.md").read_text()
     metrics = [json.loads(x) for x in (out / "seed0" / "sgd-noaug" / "metrics.jsonl").read_text().splitlines()]
     assert "cos_block0" in metrics[0]  # SGD runs record cosine to the searched targets too
+    for stage in ("sgd-noaug", "learn-all-noaug"):  # Figures 5-7: from epoch 0 (untrained), every block
+        records = [json.loads(x) for x in (out / "seed0" / stage / "metrics.jsonl").read_text().splitlines()]
+        first = records[0]
+        assert first["epoch"] == 0 and "train_loss" not in first
+        assert {f"{k}_block{b}" for k in ("cos", "hcoll_within", "hcoll_between") for b in range(3)} <= first.keys()
+        assert [r["epoch"] for r in records if "epoch" in r and "cos_block0" in r][:3] == [0, 1, 2]
     # a second call reuses every stage
     r2 = subprocess.run([sys.executable, "-m", "repsearch", "run", "--preset", "quickstart", "--no-progress",
                          "--set", "search.generations=[15,8,8,3]", "--set", "learn.epochs=15",

@@ -3,6 +3,10 @@
 N_eff (paper Section 3.2, after Skean et al.): K the cosine-similarity Gram matrix of n
 solutions, H_coll = -log(sum_ij K_ij^2 / (sum_i K_ii)^2), N_eff = exp(H_coll): 1 when all are
 identical, n when all are orthogonal.
+
+Within- and between-class collision entropy (Section 4.5, Figures 6-7): the same -log of a mean
+squared cosine, the mean taken over pairs of distinct examples of the same class, or of different
+classes: H = -log(mean_{i != j in the pair set} K_ij^2). Lower = more similar representations.
 """
 from __future__ import annotations
 
@@ -106,3 +110,23 @@ def collision_entropy(k: torch.Tensor) -> float:
 def n_eff(solutions: torch.Tensor) -> float:
     """Effective number of distinct solutions of (n, ...) representations: exp(H_coll(K))."""
     return math.exp(collision_entropy(gram_cosine(solutions)))
+
+
+@torch.no_grad()
+def class_collision_entropy(features: torch.Tensor, labels: torch.Tensor) -> dict:
+    """{"within": H over same-class pairs, "between": H over different-class pairs} of (n, ...)
+    representations. The diagonal (i = j, K_ii = 1) is left out: with it, a class of n_c examples
+    would add 1/n_c to its mean and the estimate would depend on class sizes."""
+    k2 = gram_cosine(features).pow(2)
+    same = labels[:, None] == labels[None, :]
+    off = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    within, between = k2[same & off], k2[~same]
+    return {"within": _neg_log_mean(within), "between": _neg_log_mean(between)}
+
+
+def _neg_log_mean(values: torch.Tensor) -> float:
+    """-log(mean): NaN without pairs, inf when every pair is orthogonal."""
+    if not len(values):
+        return float("nan")
+    m = values.mean().item()
+    return -math.log(m) if m > 0 else float("inf")

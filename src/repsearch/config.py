@@ -126,6 +126,7 @@ class LearnConfig(TrainConfig):
     init: str = "default"
     probe_every: int = 0  # linear probes every N epochs (0: only at the end; they cost a few seconds)
     probe_images: int = 5000  # training images the probes are fitted on
+    entropy_images: int = 1000  # validation images for the collision entropies (Figures 6-7; quadratic cost)
 
 
 @dataclass
@@ -226,7 +227,7 @@ RANGES = {
         "lr": (0, None, False), "momentum": (0, 0.999, True), "weight_decay": (0, None, True),
         "bias_scaler": (0, None, False), "warmup": (0, 1, True), "final_lr": (0, None, True),
         "label_smoothing": (0, 1, True)}.items()},
-    "learn.kl_weight": (0, None, True), "learn.head_lr_scale": (0, None, False),
+    "learn.kl_weight": (0, None, True), "learn.entropy_images": (2, None, True), "learn.head_lr_scale": (0, None, False),
 }
 
 

@@ -96,21 +96,32 @@ def make_loss_fn(targets: dict, supervise, lc, weights=None):
 class Diagnostics:
     """Per-epoch measurements on validation images against their searched targets."""
 
-    def __init__(self, prep: Prepared, cache: TargetCache, probe_every: int = 0, probe_images: int = 5000):
+    def __init__(self, prep: Prepared, cache: TargetCache, probe_every: int = 0, probe_images: int = 5000,
+                 entropy_images: int = 1000):
         self.prep = prep
         self.val_x, self.val_y = prep.images("val")
         self.val_t = cache.load(cache.rows_for(prep.split.val.numpy()), prep.device, torch.float32)
         train_idx = prep.split.train[:probe_images]
         self.probe_x, self.probe_y = (t.to(prep.device) for t in _normalized(prep, train_idx))
-        self.probe_every = probe_every
+        self.probe_every, self.entropy_images = probe_every, entropy_images
         tr = cache.load(cache.rows_for(train_idx.numpy()), prep.device, torch.float32)
         k, self.stages = prep.dataset.num_classes, range(cache.num_stages)
         self.baselines = {l: analysis.predictability_baselines(tr[f"block{l}"], self.probe_y, self.val_t[f"block{l}"],
                                                                self.val_y, k) for l in self.stages}
 
-    def cosines(self, model) -> dict:
-        outs = analysis.block_outputs(model, self.val_x)
+    def cosines(self, model, outs=None) -> dict:
+        outs = analysis.block_outputs(model, self.val_x) if outs is None else outs
         return {f"cos_block{l}": analysis.cosine(outs[l], self.val_t[f"block{l}"]).mean().item() for l in self.stages}
+
+    def entropies(self, outs) -> dict:
+        """Within/between-class collision entropy per block (Figures 6-7) on the first
+        `entropy_images` validation images (the Gram matrix is quadratic in them)."""
+        n = self.entropy_images
+        rec = {}
+        for l in self.stages:
+            h = analysis.class_collision_entropy(outs[l][:n], self.val_y[:n])
+            rec.update({f"hcoll_within_block{l}": h["within"], f"hcoll_between_block{l}": h["between"]})
+        return rec
 
     def probes(self, model) -> dict:
         tr = analysis.block_outputs(model, self.probe_x)
@@ -121,8 +132,11 @@ class Diagnostics:
                 for l in self.stages}
 
     def hook(self, model, epoch: int) -> dict:
-        rec = self.cosines(model)
-        if self.probe_every and epoch % self.probe_every == 0:
+        """Per epoch (epoch 0: before any step): cosines to the searched targets, collision
+        entropies, and every `probe_every` epochs the linear probes."""
+        outs = analysis.block_outputs(model, self.val_x)
+        rec = {**self.cosines(model, outs), **self.entropies(outs)}
+        if self.probe_every and epoch > 0 and epoch % self.probe_every == 0:
             rec.update(self.probes(model))
         return rec
 
@@ -183,7 +197,7 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
     verify_cache(cache)  # checksums and finite values: never learn from damaged targets
     train_x, train_y = prep.images("train")
     targets = cache.load(cache.rows_for(prep.split.train.numpy()), dev, torch.float32)
-    diagnostics = diagnostics or Diagnostics(prep, cache, lc.probe_every, lc.probe_images)
+    diagnostics = diagnostics or Diagnostics(prep, cache, lc.probe_every, lc.probe_images, lc.entropy_images)
     model, stats = fit_to_targets(
         build_learner(prep, cfg), train_x, train_y, targets, lc, val=prep.images("val"),
         supervise=(lc.supervise or None) if supervise is None else supervise, augment=augment, seed=cfg.seed,

@@ -54,7 +54,8 @@ def run_seed(cfg, root: Path, progress: bool = True) -> dict:
         search_summary = cache.manifest["summary"]
     else:
         cache, search_summary = run_search(prep, cfg, cache_path, progress=progress)
-    diagnostics = Diagnostics(prep, cache, cfg.learn.probe_every, cfg.learn.probe_images)
+    diagnostics = Diagnostics(prep, cache, cfg.learn.probe_every, cfg.learn.probe_images,
+                              cfg.learn.entropy_images)
     out = {"search": search_summary, "sgd": {}, "learn": {}}
     for augment in cfg.run.augment_variants:
         c = copy.deepcopy(cfg)

@@ -139,6 +139,8 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
         if state["epoch"] >= tc.whiten_bias_epochs:
             freeze_whitening_bias(model)
     t0, images_seen = time.time(), 0
+    if epoch_hook is not None and run is not None and state["epoch"] == 0:  # epoch 0: the untrained model
+        run.log({"tag": tag, "epoch": 0, **epoch_hook(model, 0)})
     bar = tqdm(range(state["epoch"], tc.epochs), desc=tag, disable=not progress, leave=False, dynamic_ncols=True)
     model.train()
     for epoch in bar:
