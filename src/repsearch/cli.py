@@ -137,6 +137,8 @@ def cmd_run(args) -> int:
     summary, results = run_pipeline(cfg, run.path, progress=not args.no_progress)
     print(markdown(results, cfg))
     _print_summary(run.summary(summary), run)
+    from .report import write_report
+    print(f"report: {write_report([run.path], run.path / 'report.html')}")
     return 0
 
 
@@ -183,6 +185,18 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+    for run in args.runs:
+        if not Path(run).is_dir():
+            raise UserError(f"{run} is not a run directory")
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; name the HTML file to write")
+    print(f"report: {write_report([Path(r) for r in args.runs], out)}")
+    return 0
+
+
 def cmd_presets(args) -> int:
     for folder, names, flag in ((config_mod.PRESET_DIR, config_mod.list_presets(), "--preset"),
                                 (config_mod.OVERLAY_DIR, config_mod.list_overlays(), "--overlay")):
@@ -209,6 +223,7 @@ COMMANDS = {
     "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
     "presets": (cmd_presets, "list the presets"),
     "verify": (cmd_verify, "check a target cache: array shapes, every chunk's checksum, finite values"),
+    "report": (cmd_report, "one self-contained HTML page of run directories: config, search, learning, Tables 1/2, Figures 2-7"),
 }
 
 
@@ -218,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     for name, (fn, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name not in ("presets", "verify"):
+        if name not in ("presets", "verify", "report"):
             _common(p)
         _extra_args.get(name, lambda p: None)(p)
         p.set_defaults(func=fn)
@@ -254,7 +269,12 @@ def _verify_args(p):
     p.add_argument("cache", help="target cache directory")
 
 
-_extra_args: dict = {"verify": _verify_args, "search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args,
+def _report_args(p):
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (any repsearch command's --out)")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+
+
+_extra_args: dict = {"verify": _verify_args, "report": _report_args, "search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args,
                      "diversity": _diversity_args}
 
 

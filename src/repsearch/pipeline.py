@@ -112,6 +112,8 @@ def run_pipeline(cfg, root: Path, progress: bool = True) -> dict:
     results["per_seed"] = seeds
     atomic_write_json(root / "results.json", results)
     atomic_write_text(root / "results.md", markdown(results, cfg))
+    from .figures import write_run_figures
+    write_run_figures(root)  # Figures 5-7 (the variant "all", no augmentation, where it ran)
     a = _aug_name(cfg.run.augment_variants[0])
     v = cfg.run.supervision_variants[0]
     first = seeds[0]
