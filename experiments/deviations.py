@@ -35,6 +35,7 @@ def rows() -> list[dict]:
     """(name, deviation, literal value, overrides, learn_only)."""
     r = lambda name, what, value, sets, learn_only=False: dict(name=name, lever=what, value=value, sets=sets,
                                                               learn_only=learn_only)
+    # rows that change the search only share the base row's SGD baseline (it does not depend on them)
     return [
         r("base", "none (our defaults)", "-", []),
         r("literal", "all of them (--overlay paper_literal)", "all", _flat(load_preset("paper_literal", "overlay"))),
@@ -73,6 +74,8 @@ def run_row(row: dict, a, out: Path) -> dict:
     row_dir = out / row["name"]
     if row["learn_only"]:
         link_shared(out / "base", row_dir)
+    elif not any(s.startswith(("model.", "baseline.")) for s in row["sets"]) and row["name"] != "base":
+        link_shared(out / "base", row_dir, names=("sgd-noaug",))
     t0 = time.time()
     try:
         summary, _ = run_pipeline(cfg, row_dir, progress=False)

@@ -55,11 +55,11 @@ def rows(base_subset: int) -> list[dict]:
     ]
 
 
-def link_shared(base_dir: Path, row_dir: Path) -> None:
+def link_shared(base_dir: Path, row_dir: Path, names=("cache", "sgd-noaug")) -> None:
     """A learn-only row reuses the base row's cache and SGD baseline (same images, same search)."""
     seed = row_dir / "seed0"
     seed.mkdir(parents=True, exist_ok=True)
-    for name in ("cache", "sgd-noaug"):
+    for name in names:
         if not (seed / name).exists():
             os.symlink((base_dir / "seed0" / name).resolve(), seed / name)
 
