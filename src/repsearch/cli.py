@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
+from .cli_inspect import cmd_config, cmd_presets, cmd_report, cmd_tables, cmd_verify
 from .errors import UserError
 
 
@@ -174,45 +175,6 @@ def cmd_diversity(args) -> int:
     return _experiment(args, "diversity", diversity, n_images=args.images, runs=args.runs)
 
 
-def cmd_verify(args) -> int:
-    from .cache import TargetCache
-    from .verify import verify_cache
-    cache = TargetCache.open(args.cache)
-    report = verify_cache(cache)
-    state = "complete" if report["complete"] else f"incomplete ({len(cache.done_chunks())}/{cache.manifest['num_chunks']} chunks)"
-    print(f"ok: {cache.path}: {report['images']} images, {state}; {report['chunks_verified']} chunk(s) verified by "
-          f"checksum, {report['chunks_without_checksum']} without one (written before checksums)")
-    return 0
-
-
-def cmd_report(args) -> int:
-    from .report import write_report
-    for run in args.runs:
-        if not Path(run).is_dir():
-            raise UserError(f"{run} is not a run directory")
-    out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; name the HTML file to write")
-    print(f"report: {write_report([Path(r) for r in args.runs], out)}")
-    return 0
-
-
-def cmd_presets(args) -> int:
-    for folder, names, flag in ((config_mod.PRESET_DIR, config_mod.list_presets(), "--preset"),
-                                (config_mod.OVERLAY_DIR, config_mod.list_overlays(), "--overlay")):
-        for name in names:
-            text = (folder / f"{name}.toml").read_text().splitlines()
-            desc = text[0].lstrip("# ") if text and text[0].startswith("#") else ""
-            print(f"{flag} {name:16s} {desc}")
-    return 0
-
-
-def cmd_config(args) -> int:
-    cfg = _resolve(args)
-    print(json.dumps(cfg.to_dict(), indent=2))
-    return 0
-
-
 COMMANDS = {
     "baseline": (cmd_baseline, "train the SGD baseline (best of baseline.depths by validation, then test)"),
     "search": (cmd_search, "evolutionary search in representation space into a resumable target cache"),
@@ -223,6 +185,7 @@ COMMANDS = {
     "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
     "presets": (cmd_presets, "list the presets"),
     "verify": (cmd_verify, "check a target cache: array shapes, every chunk's checksum, finite values"),
+    "tables": (cmd_tables, "Tables 1/2 across datasets from 'run' directories (one per dataset), as Markdown and LaTeX"),
     "report": (cmd_report, "one self-contained HTML page of run directories: config, search, learning, Tables 1/2, Figures 2-7"),
 }
 
@@ -233,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     for name, (fn, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name not in ("presets", "verify", "report"):
+        if name not in ("presets", "verify", "report", "tables"):
             _common(p)
         _extra_args.get(name, lambda p: None)(p)
         p.set_defaults(func=fn)
@@ -274,7 +237,12 @@ def _report_args(p):
     p.add_argument("--out", required=True, help="the HTML file to write")
 
 
-_extra_args: dict = {"verify": _verify_args, "report": _report_args, "search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args,
+def _tables_args(p):
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished 'repsearch run' directories, one per dataset")
+    p.add_argument("--out", required=True, help="output prefix: writes PREFIX.md and PREFIX.tex")
+
+
+_extra_args: dict = {"verify": _verify_args, "report": _report_args, "tables": _tables_args, "search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args,
                      "diversity": _diversity_args}
 
 
