@@ -186,3 +186,31 @@ def test_diversity_keeps_each_blocks_solutions_by_that_blocks_own_p_correct(prep
     logits_ok = (p_correct(reps[3], labels) > 0.5).float().mean().item()
     assert res["p_correct_fraction"] == [pytest.approx(logits_ok)]
     assert any(f != pytest.approx(logits_ok) for f in fractions)  # the two filters differ on these images
+
+
+def test_sweep_records_accuracy_against_compute_and_resumes_point_by_point(tmp_path):
+    """Figure 4: each point searches and learns; evaluations grow along both axes; a second call
+    with more points keeps the finished ones (same records) and runs only the new one."""
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / "sweep"
+    sets = [x for s in [*TINY, "data.subset=120", "learn.epochs=2", "learn.batch_size=50", "learn.probe_images=60"]
+            for x in ("--set", s)]
+
+    def sweep(pops, scales):
+        r = subprocess.run([sys.executable, "-m", "repsearch", "sweep", "--preset", "quickstart", *sets, "--no-progress",
+                            "--pop-sizes", pops, "--generation-scales", scales, "--out", str(out)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+
+    first = sweep("4,12", "0.5")
+    assert [r["name"] for r in first] == ["pop-4", "pop-12", "gen-x0.5"]
+    assert first[0]["evaluations_per_image"] < first[1]["evaluations_per_image"]
+    assert first[2]["generations"] == [1, 1, 1, 4]  # [2,2,2,8] halved
+    assert all(0 <= r["val_accuracy"] <= 1 for r in first)
+    again = sweep("4,12", "0.5,1")
+    assert again[:3] == first and [r["name"] for r in again[3:]] == ["gen-x1"]
+    assert again[3]["evaluations_per_image"] > first[2]["evaluations_per_image"]
+    assert (out / "sweep.png").exists() and len(json.loads((out / "sweep.json").read_text())["points"]) == 4

@@ -168,6 +168,13 @@ def cmd_scaling(args) -> int:
     return _experiment(args, "scaling", fitness_scaling, n_images=args.images, pop_sizes=pops, generations=gens)
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import sweep
+    pops = tuple(int(v) for v in args.pop_sizes.split(","))
+    scales = tuple(float(v) for v in args.generation_scales.split(","))
+    return _experiment(args, "sweep", sweep, pop_sizes=pops, generation_scales=scales, progress=not args.no_progress)
+
+
 def cmd_diversity(args) -> int:
     from .experiments import diversity
     if args.images < 1 or args.runs < 1:
@@ -181,6 +188,7 @@ COMMANDS = {
     "run": (cmd_run, "end to end: SGD baseline + search + learning per seed, then the paper's tables"),
     "scaling": (cmd_scaling, "paper Figure 2: mean best CE vs population and generations, one block evolved at a time"),
     "diversity": (cmd_diversity, "paper Figure 3: N_eff of independent searches' solutions vs number of runs"),
+    "sweep": (cmd_sweep, "paper Figure 4: validation accuracy vs population size and vs generations (resumable)"),
     "train": (cmd_train, "train a network by regressing to the searched representations of a target cache"),
     "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
     "presets": (cmd_presets, "list the presets"),
@@ -223,6 +231,12 @@ def _scaling_args(p):
     p.add_argument("--generations", default="0,10,30,100", help="comma-separated generation counts")
 
 
+def _sweep_args(p):
+    p.add_argument("--pop-sizes", default="6,12,24,48", help="population sizes (generations at the config's)")
+    p.add_argument("--generation-scales", default="0.25,0.5,1",
+                   help="multipliers of the config's generations per point (population at the config's)")
+
+
 def _diversity_args(p):
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--runs", type=int, default=8, help="independent searches (seeds seed, seed+1000, ...)")
@@ -242,7 +256,7 @@ def _tables_args(p):
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.md and PREFIX.tex")
 
 
-_extra_args: dict = {"verify": _verify_args, "report": _report_args, "tables": _tables_args, "search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args,
+_extra_args: dict = {"verify": _verify_args, "report": _report_args, "tables": _tables_args, "search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args, "sweep": _sweep_args,
                      "diversity": _diversity_args}
 
 
