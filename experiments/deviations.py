@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import rowlog  # noqa: E402
 from levers import collect, link_shared, plot  # noqa: E402  (same table format as the lever table)
 
 from repsearch.config import load_preset, resolve  # noqa: E402
@@ -99,16 +100,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     only = set(filter(None, a.only.split(",")))
     log = out / "deviations.jsonl"
-    done = {json.loads(line)["name"]: json.loads(line) for line in log.read_text().splitlines()} if log.exists() else {}
+    done = rowlog.load(log)
     for row in rows():
         if (only and row["name"] not in only) or row["name"] in done:
             continue
         rec = done[row["name"]] = run_row(row, a, out)
-        with log.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        rowlog.append(log, rec)
         print(json.dumps({k: rec.get(k) for k in ("name", "seconds", "error")}), flush=True)
-    order = [r["name"] for r in rows()]
-    results = sorted(done.values(), key=lambda r: order.index(r["name"]))
+    results = rowlog.in_order(done, [r["name"] for r in rows()])
     (out / "deviations.md").write_text(table(results))
     measured = [r for r in results if "error" not in r]
     if measured:

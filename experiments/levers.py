@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import rowlog
 from repsearch.config import resolve
 from repsearch.errors import UserError
 from repsearch.pipeline import run_pipeline
@@ -119,7 +120,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     only = set(filter(None, a.only.split(",")))
     log = out / "levers.jsonl"
-    done = {json.loads(line)["name"]: json.loads(line) for line in log.read_text().splitlines()} if log.exists() else {}
+    done = rowlog.load(log)
     for row in rows(a.base_subset):
         if (only and row["name"] not in only) or row["name"] in done:
             continue
@@ -133,15 +134,13 @@ def main() -> None:
         (row_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         rec = collect(row["name"], row["lever"], row["value"], row_dir, time.time() - t0)
         done[row["name"]] = rec
-        with log.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        rowlog.append(log, rec)
         print(json.dumps({k: rec[k] for k in ("name", "seconds")} | {"gap": rec["summary"]["gap_points"]}), flush=True)
     for extra in a.extra:
         spec, run_dir = extra.rsplit(":", 1)
         lever, value = spec.split("=", 1)
         done[f"extra-{spec}"] = collect(f"extra-{spec}", lever, value, Path(run_dir), float("nan"))
-    order = [r["name"] for r in rows(a.base_subset)]
-    results = sorted(done.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+    results = rowlog.in_order(done, [r["name"] for r in rows(a.base_subset)])
     (out / "levers.md").write_text(table(results))
     plot(results, out / "levers.png")
     print(table(results))
