@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
+from . import distributed
 from .cli_inspect import cmd_config, cmd_presets, cmd_report, cmd_tables, cmd_verify
 from .errors import UserError
 
@@ -86,11 +87,15 @@ def cmd_search(args) -> int:
     _check_device(cfg.device)
     if args.limit < 0:
         raise UserError("--limit must be >= 0")
+    cfg.device = distributed.init(cfg.device)  # under torchrun: this rank's process group and device
     prep = prepare(cfg)
     preflight(cfg, prep)
-    run = _run_dir(args, "search", cfg)
-    cache_path = Path(args.cache) if args.cache else run.path / "cache"
-    cache, summary = run_search(prep, cfg, cache_path, limit=args.limit, progress=not args.no_progress, log=run.log)
+    run = distributed.main_first(lambda: _run_dir(args, "search", cfg))  # rank 0 writes the run directory
+    cache_path = Path(args.cache) if args.cache else distributed.broadcast(run.path if run else None) / "cache"
+    cache, summary = run_search(prep, cfg, cache_path, limit=args.limit, progress=not args.no_progress,
+                                log=run.log if run else None)
+    if not distributed.is_main():
+        return 0
     plot_search_curves(cache.curves(), run.path / "search_curves.png")
     for layer in summary["layers"]:
         print(f"point {layer['layer']} ({layer['name']}): mean best CE {layer['ce_start']:.4f} -> {layer['ce_end']:.4f}, "
@@ -267,7 +272,12 @@ def main(argv=None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return args.func(args)
+        if args.command != "search":
+            distributed.require_single(args.command)
+        try:
+            return args.func(args)
+        finally:
+            distributed.shutdown()
     except UserError as e:
         print(f"repsearch: error: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .cache import TargetCache, search_fingerprint
 from .engine import chunk_size, search_images
 from .errors import UserError
@@ -66,9 +67,39 @@ def preflight(cfg, prep) -> None:
 
 def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log=None):
     """Search every image of the pool (train + validation), or the first `limit`, into a target
-    cache at `cache_path`; resumes a matching partial cache; returns (cache, summary)."""
+    cache at `cache_path`; resumes a matching partial cache; returns (cache, summary). Under
+    torchrun the ranks share the chunks (each searched by exactly one rank); an image's result
+    depends on (seed, image) only, so the cache is the same bytes for any number of ranks."""
     pool = prep.split.pool[:limit] if limit else prep.split.pool
     fp, cache_path = fingerprint_for(cfg, prep, limit), Path(cache_path)
+    # rank 0 creates (or resumes) the cache and its network; the other ranks then load both
+    opened = distributed.main_first(lambda: _open_or_create(cfg, prep, cache_path, fp, pool))
+    if distributed.is_main():
+        problem, params, cache = opened
+    else:
+        cache = TargetCache.open(cache_path, fp)
+        problem, params = open_search(cfg, prep, cache_path)
+    todo = distributed.mine([c for c in range(cache.manifest["num_chunks"]) if c not in cache.done_chunks()])
+    images = sum(b - a for a, b in map(cache.chunk_rows, todo))
+    bar = Progress(params.max_evaluations_per_image * images, enabled=progress and distributed.is_main())
+    t_start = time.time()
+    for c in todo:
+        bar.chunk = f"chunk {c + 1}/{cache.manifest['num_chunks']} "
+        record = search_chunk(problem, params, cfg, prep, cache, c, pool, bar)
+        if log:
+            log({"tag": "search-chunk", "chunk": c, **{k: v for k, v in record.items() if k != "curves"}})
+    bar.close()
+    distributed.barrier()  # every rank's chunks are recorded
+    summary = summarize_cache(cache, problem)
+    summary["search_wall_time_s_this_call"] = time.time() - t_start
+    if distributed.is_main():
+        cache.finalize({"summary": summary})
+    distributed.barrier()
+    return cache, summary
+
+
+def _open_or_create(cfg, prep, cache_path: Path, fp: str, pool):
+    """The search's problem and params, and its cache: resumed (space reserved again) or created."""
     exists = (cache_path / "manifest.json").exists()
     cache = TargetCache.open(cache_path, fp) if exists else None
     problem, params = open_search(cfg, prep, cache_path if exists else None)
@@ -80,20 +111,7 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
             network_state={k: v.cpu() for k, v in problem.model.state_dict().items()})
     elif not cache.complete:
         cache.reserve()
-    todo = [c for c in range(cache.manifest["num_chunks"]) if c not in cache.done_chunks()]
-    images = sum(b - a for a, b in map(cache.chunk_rows, todo))
-    bar = Progress(params.max_evaluations_per_image * images, enabled=progress)
-    t_start = time.time()
-    for c in todo:
-        bar.chunk = f"chunk {c + 1}/{cache.manifest['num_chunks']} "
-        record = search_chunk(problem, params, cfg, prep, cache, c, pool, bar)
-        if log:
-            log({"tag": "search-chunk", "chunk": c, **{k: v for k, v in record.items() if k != "curves"}})
-    bar.close()
-    summary = summarize_cache(cache, problem)
-    summary["search_wall_time_s_this_call"] = time.time() - t_start
-    cache.finalize({"summary": summary})
-    return cache, summary
+    return problem, params, cache
 
 
 def search_chunk(problem, params, cfg, prep, cache, c: int, pool, bar) -> dict:
@@ -107,7 +125,7 @@ def search_chunk(problem, params, cfg, prep, cache, c: int, pool, bar) -> dict:
     record = {"images": b - a, "curves": recorder.padded_curves([p.budget for p in params.points]),
               "layer_seconds": recorder.seconds,
               "layer_evaluations": recorder.evaluations, "ce_mean": res.ce.mean().item(),
-              "accuracy": (res.reps[-1].argmax(1) == y).float().mean().item()}
+              "accuracy": (res.reps[-1].argmax(1) == y).float().mean().item(), "rank": distributed.rank()}
     cache.write_chunk(c, res.reps, res.ce, res.evaluations, record)
     return record
 

@@ -1,0 +1,91 @@
+"""Many processes through torch.distributed, launched by `torchrun` (no launcher of our own).
+
+`torchrun --standalone --nproc_per_node N -m repsearch search ...` sets RANK/WORLD_SIZE; `init`
+joins the process group (gloo on CPU, nccl on CUDA) and pins each CUDA rank to its local device.
+One process (no WORLD_SIZE) is the world of size 1, and every helper is then a no-op, so the
+single-process path is the same code.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from .errors import UserError
+
+
+def launched() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: str) -> str:
+    """Join the process group when launched by torchrun; returns the device this rank uses."""
+    if not launched() or dist.is_initialized():
+        return device
+    if device.startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return device
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast(obj):
+    """Rank 0's `obj` on every rank (a run directory's path, a flag)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def main_first(fn):
+    """Run fn() on rank 0 while the others wait; if it raised there, the others stop with one line
+    (rank 0 reports the cause) instead of waiting at the next collective forever."""
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn()
+        except BaseException as e:  # re-raised below, after the others know
+            error = e
+    failed = broadcast(error is not None)
+    if error is not None:
+        raise error
+    if failed:
+        raise UserError("rank 0 failed before this rank could start (its error says why)")
+    return result
+
+
+def mine(items: list) -> list:
+    """This rank's share of work items: every world()-th one, starting at its rank."""
+    return items[rank()::world()]
+
+
+def require_single(command: str) -> None:
+    """Learning under torchrun (DDP) is not there yet: refuse it in one line rather than run N copies."""
+    if launched():
+        raise UserError(f"'repsearch {command}' runs in one process; launch it without torchrun (the search "
+                        "shares its chunks across ranks: 'torchrun ... -m repsearch search')")
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
