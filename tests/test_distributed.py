@@ -1,5 +1,6 @@
-"""Search on several processes (torchrun, gloo on CPU): ranks share one cache's chunks, and the
-cache is the same bytes as one process makes, also when ranks resume a partial cache."""
+"""Several processes (torchrun, gloo on CPU): ranks share one cache's chunks and the cache is the
+same bytes as one process makes, also when ranks resume a partial cache; DDP learning on two
+ranks is one process's learning at the same global batch."""
 import json
 import os
 import subprocess
@@ -70,7 +71,46 @@ def test_two_ranks_resume_a_partial_cache_to_the_same_bytes(single, tmp_path):
     shutil.rmtree(out)
 
 
-def test_learning_under_torchrun_is_refused_in_one_line(tmp_path):
-    r = two_ranks("baseline", "--preset", "quickstart", "--out", str(tmp_path / "b"))
+def test_commands_without_a_multi_process_path_refuse_torchrun_in_one_line(tmp_path):
+    r = two_ranks("scaling", "--preset", "quickstart", "--out", str(tmp_path / "s"))
     assert r.returncode != 0 and "runs in one process" in r.stderr
-    assert not (tmp_path / "b").exists()
+    assert not (tmp_path / "s").exists()
+
+
+MLP_BASELINE = ["baseline", "--preset", "quickstart", "--no-progress", "--set", "model.name=mlp",
+                "--set", "model.widths=[32,32,32]", "--set", "data.subset=400", "--set", "baseline.epochs=3",
+                "--set", "baseline.batch_size=100"]
+
+
+def test_ddp_training_on_two_ranks_is_one_process_training(tmp_path):
+    """Without BatchNorm (the mlp: LayerNorm is per sample) two ranks compute exactly the global
+    batch's gradient: each rank sums over its half, DDP averages, the loss is scaled by the world.
+    So the trained weights equal one process's up to float summation order."""
+    import torch
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert one_process(*MLP_BASELINE, "--out", str(one)).returncode == 0
+    r = two_ranks(*MLP_BASELINE, "--out", str(two))
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = torch.load(one / "model-depth1.pt"), torch.load(two / "model-depth1.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4, rtol=1e-3), k
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    assert abs(s1["test_accuracy"] - s2["test_accuracy"]) <= 0.01
+    assert len((two / "metrics.jsonl").read_text().splitlines()) == len((one / "metrics.jsonl").read_text().splitlines())
+
+
+def test_run_on_two_ranks_end_to_end(tmp_path):
+    """Search shared by chunks, SGD and search-based learning with DDP; rank 0 writes the tables,
+    figures and report; a second call reuses every stage (the ranks agree on what is done)."""
+    args = ["run", "--preset", "quickstart", "--no-progress", "--set", "data.subset=300", "--set", "learn.epochs=2",
+            "--set", "baseline.epochs=2", "--set", "learn.probe_images=100", "--set", "search.generations=[3,2,2,2]",
+            "--out", str(tmp_path / "run")]
+    r = two_ranks(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 0 < summary["sgd_test_accuracy"] <= 1 and (tmp_path / "run" / "report.html").exists()
+    assert r.stdout.count("| SGD |") == 1  # printed once, by rank 0
+    again = two_ranks(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["sgd_test_accuracy"] == summary["sgd_test_accuracy"]

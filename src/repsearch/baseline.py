@@ -12,7 +12,6 @@ from .data import DeviceLoader, Prepared, check_batch
 from .models import build_model, init_from_data
 from .models.staged import forward_flops, logits as staged_logits
 from .runs import RunDir
-from .storage import atomic_torch_save
 from .training import (autocast_for, evaluate, fit, make_optimizer, prepare_model_for_device,
                        standard_groups)
 
@@ -40,7 +39,7 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
     stats = fit(model, loader, opt, tc, loss_fn=loss_fn, val=val, run=run, tag=f"sgd-depth{depth}",
                 epoch_hook=epoch_hook, autocast=autocast_for(dev), checkpoint=ck, progress=progress)
     if run:
-        atomic_torch_save(model.state_dict(), run.path / f"model-depth{depth}.pt")
+        run.save(model.state_dict(), f"model-depth{depth}.pt")
     flops = forward_flops(model, prep.dataset.shape, dev)
     return model, {"depth": depth, "val_accuracy": stats["best_val_accuracy"], "best_epoch": stats["best_epoch"],
                    "images_per_s": stats["images_per_s"], "forward_flops_per_image": flops,

@@ -58,7 +58,18 @@ def _run_dir(args, command: str, cfg):
     return RunDir(path, config, cfg.device)
 
 
+def _shared_run_dir(args, command: str, cfg):
+    """Under torchrun: rank 0 checks and creates the run directory (its errors stop every rank with
+    one line); every rank gets a RunDir for that path, and only rank 0's writes."""
+    from .runs import RunDir
+    run = distributed.main_first(lambda: _run_dir(args, command, cfg))
+    path = distributed.broadcast(run.path if run else None)
+    return run if run is not None else RunDir(path, {}, cfg.device, write=False)
+
+
 def _print_summary(summary: dict, run) -> None:
+    if not distributed.is_main():
+        return
     shown = {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
     print(json.dumps(shown, indent=2))
     print(f"run directory: {run.path}")
@@ -70,10 +81,11 @@ def cmd_baseline(args) -> int:
     from .models import build_model
     cfg = _resolve(args)
     _check_device(cfg.device)
+    cfg.device = distributed.init(cfg.device)
     prep = prepare(cfg)
     check_batches(cfg, prep, ["baseline"])
     build_model(cfg, "baseline", prep.dataset.shape, prep.dataset.num_classes)  # a bad model: one line, nothing written
-    run = _run_dir(args, "baseline", cfg)
+    run = _shared_run_dir(args, "baseline", cfg)
     summary = run_baseline(prep, cfg, run, progress=not args.no_progress)
     _print_summary(run.summary(summary), run)
     return 0
@@ -90,10 +102,9 @@ def cmd_search(args) -> int:
     cfg.device = distributed.init(cfg.device)  # under torchrun: this rank's process group and device
     prep = prepare(cfg)
     preflight(cfg, prep)
-    run = distributed.main_first(lambda: _run_dir(args, "search", cfg))  # rank 0 writes the run directory
-    cache_path = Path(args.cache) if args.cache else distributed.broadcast(run.path if run else None) / "cache"
-    cache, summary = run_search(prep, cfg, cache_path, limit=args.limit, progress=not args.no_progress,
-                                log=run.log if run else None)
+    run = _shared_run_dir(args, "search", cfg)
+    cache_path = Path(args.cache) if args.cache else run.path / "cache"
+    cache, summary = run_search(prep, cfg, cache_path, limit=args.limit, progress=not args.no_progress, log=run.log)
     if not distributed.is_main():
         return 0
     plot_search_curves(cache.curves(), run.path / "search_curves.png")
@@ -114,13 +125,14 @@ def cmd_train(args) -> int:
     _check_device(cfg.device)
     if not args.cache:
         raise UserError("train needs --cache DIR (a target cache written by 'repsearch search')")
+    cfg.device = distributed.init(cfg.device)
     prep = prepare(cfg)
     preflight(cfg, prep)
     check_batches(cfg, prep, ["learn"])
     cache = TargetCache.open(args.cache, fingerprint_for(cfg, prep))
     cache.require_complete()
     verify_cache(cache)
-    run = _run_dir(args, "train", cfg)
+    run = _shared_run_dir(args, "train", cfg)
     _, summary = train_from_cache(prep, cfg, cache, run, progress=not args.no_progress)
     _print_summary(run.summary({"dataset": prep.dataset.name, "cache": str(args.cache), **summary}), run)
     return 0
@@ -134,15 +146,18 @@ def cmd_run(args) -> int:
             raise UserError("--seeds must be >= 1")
         cfg.run.seeds = args.seeds
     _check_device(cfg.device)
+    cfg.device = distributed.init(cfg.device)
     from .data import check_batches, prepare
     from .search import preflight
     prep = prepare(cfg)
     preflight(cfg, prep)  # fail early on missing data, a bad model or sizes, before anything is written
     check_batches(cfg, prep)
-    run = _run_dir(args, "run", cfg)
+    run = _shared_run_dir(args, "run", cfg)
     summary, results = run_pipeline(cfg, run.path, progress=not args.no_progress)
-    print(markdown(results, cfg))
     _print_summary(run.summary(summary), run)
+    if not distributed.is_main():
+        return 0
+    print(markdown(results, cfg))
     from .report import write_report
     print(f"report: {write_report([run.path], run.path / 'report.html')}")
     return 0
@@ -272,7 +287,7 @@ def main(argv=None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        if args.command != "search":
+        if args.command not in ("search", "train", "baseline", "run"):
             distributed.require_single(args.command)
         try:
             return args.func(args)

@@ -234,9 +234,13 @@ class DeviceLoader:
         return torch.randperm(len(self.labels), generator=self.generator)
 
     def __iter__(self):
+        """Under torchrun each rank takes its share of every global batch (every world-th image),
+        so the global batch and its composition are those of one process."""
+        from . import distributed
+        rank, world = distributed.rank(), distributed.world()
         order = self._order().to(self.images.device)
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size][rank::world]
             x = self.images[idx]
             if self.augment:
                 x = flip_crop(x, self.aug_generator)

@@ -80,10 +80,10 @@ def mine(items: list) -> list:
 
 
 def require_single(command: str) -> None:
-    """Learning under torchrun (DDP) is not there yet: refuse it in one line rather than run N copies."""
+    """Commands without a multi-process path refuse torchrun in one line rather than run N copies."""
     if launched():
-        raise UserError(f"'repsearch {command}' runs in one process; launch it without torchrun (the search "
-                        "shares its chunks across ranks: 'torchrun ... -m repsearch search')")
+        raise UserError(f"'repsearch {command}' runs in one process; launch it without torchrun (search, train, "
+                        "baseline and run take torchrun)")
 
 
 def shutdown() -> None:

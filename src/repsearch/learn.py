@@ -23,7 +23,6 @@ from .errors import UserError
 from .models import build_model, init_from_data
 from .models.staged import forward_flops, stage_outputs
 from .runs import RunDir
-from .storage import atomic_torch_save
 from .training import autocast_for, evaluate, fit, make_optimizer, prepare_model_for_device, standard_groups
 from .verify import verify_cache
 
@@ -208,7 +207,7 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
     control = diagnostics.probes(prepare_model_for_device(build_learner(prep, cfg), dev))
     final.update({f"untrained_{k}": v for k, v in control.items()})
     if run:
-        atomic_torch_save(model.state_dict(), run.path / f"model-{tag}.pt")
+        run.save(model.state_dict(), f"model-{tag}.pt")
     flops = forward_flops(model, prep.dataset.shape, dev)
     summary = {"test_accuracy": test["accuracy"], "val_accuracy": stats["best_val_accuracy"],
                "best_epoch": stats["best_epoch"], "supervise": stats["supervise"], "augment": augment,

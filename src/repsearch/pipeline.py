@@ -14,6 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
+from . import distributed
 from .baseline import run_baseline
 from .cache import TargetCache
 from .data import prepare
@@ -36,9 +37,10 @@ def _aug_name(augment: bool) -> str:
 
 
 def _stage(path: Path, config: dict, device: str, fn) -> dict:
-    """Run fn(run) unless path/summary.json exists; return the stage's summary."""
+    """Run fn(run) unless path/summary.json exists; return the stage's summary. Under torchrun
+    every rank takes rank 0's decision (they train together) and only rank 0 writes."""
     done = path / "summary.json"
-    if done.exists():
+    if distributed.broadcast(done.exists()):
         return json.loads(done.read_text())
     run = RunDir(path, config, device)
     return run.summary(fn(run))
@@ -49,7 +51,8 @@ def run_seed(cfg, root: Path, progress: bool = True) -> dict:
     seed_dir = root / f"seed{cfg.seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
     cache_path = seed_dir / "cache"
-    if (cache_path / "manifest.json").exists() and json.loads((cache_path / "manifest.json").read_text()).get("complete"):
+    manifest = cache_path / "manifest.json"
+    if distributed.broadcast(manifest.exists() and json.loads(manifest.read_text()).get("complete", False)):
         cache = TargetCache.open(cache_path, fingerprint_for(cfg, prep))
         search_summary = cache.manifest["summary"]
     else:
@@ -110,10 +113,11 @@ def run_pipeline(cfg, root: Path, progress: bool = True) -> dict:
     train_images = seeds[0]["sgd"][_aug_name(cfg.run.augment_variants[0])]["train_images"]
     results = tabulate(cfg, seeds, dataset)
     results["per_seed"] = seeds
-    atomic_write_json(root / "results.json", results)
-    atomic_write_text(root / "results.md", markdown(results, cfg))
-    from .figures import write_run_figures
-    write_run_figures(root)  # Figures 5-7 (the variant "all", no augmentation, where it ran)
+    if distributed.is_main():
+        atomic_write_json(root / "results.json", results)
+        atomic_write_text(root / "results.md", markdown(results, cfg))
+        from .figures import write_run_figures
+        write_run_figures(root)  # Figures 5-7 (the variant "all", no augmentation, where it ran)
     a = _aug_name(cfg.run.augment_variants[0])
     v = cfg.run.supervision_variants[0]
     first = seeds[0]

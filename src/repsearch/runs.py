@@ -98,25 +98,37 @@ def _first_difference(a, b, prefix: str = "") -> str | None:
 
 
 class RunDir:
-    """One run's directory. `log` appends one JSON object per line to metrics.jsonl."""
+    """One run's directory. `log` appends one JSON object per line to metrics.jsonl. Under torchrun
+    every rank holds one (the same path) and only rank 0's writes (`write`)."""
 
-    def __init__(self, path: Path, config: dict, device: str):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path / "config.json", config)
-        atomic_write_json(self.path / "environment.json", environment(device))
+    def __init__(self, path: Path, config: dict, device: str, write: bool | None = None):
+        from . import distributed
+        self.path, self.config, self.device = Path(path), config, device
+        self.write = distributed.is_main() if write is None else write
+        if self.write:
+            self.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.path / "config.json", config)
+            atomic_write_json(self.path / "environment.json", environment(device))
         self.start = time.time()
 
     def log(self, record: dict, name: str = "metrics.jsonl") -> None:
-        append_line(self.path / name, json.dumps(record, default=jsonable))
+        if self.write:
+            append_line(self.path / name, json.dumps(record, default=jsonable))
+
+    def save(self, obj, name: str) -> None:
+        """A checkpoint or model file in this directory (rank 0's)."""
+        if self.write:
+            from .storage import atomic_torch_save
+            atomic_torch_save(obj, self.path / name)
 
     def summary(self, figures: dict) -> dict:
         figures = {"wall_time_s": round(time.time() - self.start, 2), **figures}
-        atomic_write_json(self.path / "summary.json", figures)
+        if self.write:
+            atomic_write_json(self.path / "summary.json", figures)
         return figures
 
     def sub(self, name: str, config: dict, device: str) -> "RunDir":
-        return RunDir(self.path / name, config, device)
+        return RunDir(self.path / name, config, device, self.write)
 
 
 def default_run_path(command: str, preset: str | None) -> Path:

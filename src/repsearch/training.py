@@ -125,7 +125,7 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
     import copy
     import time
     from tqdm import tqdm
-    from .storage import atomic_torch_save
+    from . import distributed
 
     total_steps = tc.epochs * len(loader)
     state = {"epoch": 0, "best_acc": -1.0, "best_state": None, "best_epoch": -1}
@@ -139,25 +139,30 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
         if state["epoch"] >= tc.whiten_bias_epochs:
             freeze_whitening_bias(model)
     t0, images_seen = time.time(), 0
+    main = distributed.is_main()
+    epoch_hook = epoch_hook if main else None  # diagnostics are rank 0's (they only feed its log)
     if epoch_hook is not None and run is not None and state["epoch"] == 0:  # epoch 0: the untrained model
         run.log({"tag": tag, "epoch": 0, **epoch_hook(model, 0)})
-    bar = tqdm(range(state["epoch"], tc.epochs), desc=tag, disable=not progress, leave=False, dynamic_ncols=True)
+    step, world = data_parallel(model, loss_fn), distributed.world()
+    bar = tqdm(range(state["epoch"], tc.epochs), desc=tag, disable=not (progress and main), leave=False,
+               dynamic_ncols=True)
     model.train()
     for epoch in bar:
         if epoch == tc.whiten_bias_epochs:
             freeze_whitening_bias(model)
         sums: dict[str, float] = {}
+        n = 0  # images this rank trained on this epoch (its logged means are over them)
         for i, (idx, x, y) in enumerate(loader):
             set_lr(opt, lr_factor(epoch * len(loader) + i, total_steps, tc.warmup, tc.final_lr))
             with autocast() if autocast else _null():
-                loss, parts = loss_fn(model, idx, x, y)
+                loss, parts = step(idx, x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * world).backward()  # DDP averages gradients over ranks; the loss is a sum over the global batch
             opt.step()
-            images_seen += len(y)
+            images_seen += len(y) * world
+            n += len(y)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(y)
-        n = len(loader.labels) if not loader.drop_last else len(loader) * loader.batch_size
         record = {"tag": tag, "epoch": epoch + 1, **{f"train_{k}": v / n for k, v in sums.items()}}
         if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
             ev = evaluate(model, *val, autocast=autocast)
@@ -172,7 +177,8 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
             run.log(record)
         bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("train_loss", "val_accuracy")})
         state["epoch"] = epoch + 1
-        if checkpoint is not None:
+        if checkpoint is not None and main:
+            from .storage import atomic_torch_save
             atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
                                "gen": loader.generator.get_state(), "aug_gen": loader.aug_generator.get_state()}, checkpoint)
     bar.close()
@@ -180,3 +186,28 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
     model.eval()
     return {"best_val_accuracy": state["best_acc"], "best_epoch": state["best_epoch"],
             "images_per_s": images_seen / max(1e-9, time.time() - t0)}
+
+
+class _Step(nn.Module):
+    """One training step's forward as a module, so that DistributedDataParallel can wrap it: the
+    loss functions call the model's stem, stages and head directly, not its forward."""
+
+    def __init__(self, model: nn.Module, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, idx, x, y):
+        return self.loss_fn(self.model, idx, x, y)
+
+
+def data_parallel(model: nn.Module, loss_fn) -> nn.Module:
+    """The step, under torchrun wrapped in DistributedDataParallel (gradients all-reduced, buffers
+    such as BatchNorm statistics broadcast from rank 0); in one process, the step itself."""
+    from . import distributed
+    step = _Step(model, loss_fn)
+    if distributed.world() == 1:
+        return step
+    from torch.nn.parallel import DistributedDataParallel
+    dev = next(model.parameters()).device
+    # unused parameters happen: a frozen whitening bias, stages outside learn.supervise
+    return DistributedDataParallel(step, device_ids=[dev] if dev.type == "cuda" else None, find_unused_parameters=True)
