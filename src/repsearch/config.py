@@ -95,6 +95,10 @@ class SearchConfig:
     # stream (the fast path; docs/performance.md), "fresh" = new normals for every child. They
     # are different random draws, so this is part of the search (and of the cache fingerprint).
     noise: str = "bank"
+    # Each image's random stream: "generator" (one torch.Generator per image, looped over in Python)
+    # or "counter" (a counter-based hash of (seed, image, position): a fixed number of tensor ops per
+    # draw whatever the number of images, the GPU path; other numbers, so another search).
+    rng: str = "generator"
 
 
 @dataclass
@@ -160,6 +164,7 @@ CHOICES = {
     "search.bn": ("calibrated", "batch"),
     "search.dtype": ("float16", "float32"),
     "search.noise": ("bank", "fresh"),
+    "search.rng": ("generator", "counter"),
     "baseline.init": ("dirac", "default"),
     "learn.init": ("dirac", "default"),
     "learn.loss": ("mse", "class_weighted"),

@@ -52,6 +52,14 @@ class PerImageRNG:
         return out
 
 
+def per_image_rng(kind: str, seed: int, image_ids, device="cpu", pad: int = 0):
+    """The search's per-image streams: `PerImageRNG` ("generator") or `CounterRNG` ("counter")."""
+    if kind == "counter":
+        from .counter_rng import CounterRNG
+        return CounterRNG(seed, image_ids, device, pad)
+    return PerImageRNG(seed, image_ids, device, pad)
+
+
 _BANKS: dict = {}
 
 
