@@ -75,7 +75,7 @@ def search_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
         calibrate_batchnorm(model, calib[:s.calib_images])
     model.to(images.device)
     configure_search_mode(model, s, e)
-    problem, params = StagedProblem(model, shapes), Params.from_config(s, shapes)
+    problem, params = StagedProblem(model, shapes, precision=s.precision), Params.from_config(s, shapes)
     ids = list(range(len(images))) if image_ids is None else [int(i) for i in image_ids]
     chunk = chunk_size(shapes, params, e)
     bar, parts, curves = Progress(params.max_evaluations_per_image * len(images), enabled=progress), [], []

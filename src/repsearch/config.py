@@ -99,6 +99,9 @@ class SearchConfig:
     # or "counter" (a counter-based hash of (seed, image, position): a fixed number of tensor ops per
     # draw whatever the number of images, the GPU path; other numbers, so another search).
     rng: str = "generator"
+    # "bf16": candidates are scored under bfloat16 autocast (a GPU's fast path; per-sample statistics
+    # and the cross-entropy in fp32). Rounding can flip which candidate wins, so it is part of the search.
+    precision: str = "fp32"
 
 
 @dataclass
@@ -165,6 +168,7 @@ CHOICES = {
     "search.dtype": ("float16", "float32"),
     "search.noise": ("bank", "fresh"),
     "search.rng": ("generator", "counter"),
+    "search.precision": ("fp32", "bf16"),
     "baseline.init": ("dirac", "default"),
     "learn.init": ("dirac", "default"),
     "learn.loss": ("mse", "class_weighted"),

@@ -21,8 +21,10 @@ BATCHNORMS = nn.modules.batchnorm._BatchNorm
 class StagedProblem:
     """Candidates at search point `point` -> their cross-entropy, through the rest of `model`."""
 
-    def __init__(self, model: nn.Module, shapes: list[tuple], max_rows: int = 4096):
-        self.model, self.shapes, self.max_rows = model, list(shapes), max_rows
+    def __init__(self, model: nn.Module, shapes: list[tuple], max_rows: int = 4096, precision: str = "fp32"):
+        """`precision="bf16"`: candidates are scored under bfloat16 autocast (convolutions and
+        matmuls in bf16; per-sample statistics and the cross-entropy stay fp32)."""
+        self.model, self.shapes, self.max_rows, self.precision = model, list(shapes), max_rows, precision
 
     @property
     def num_points(self) -> int:
@@ -38,8 +40,10 @@ class StagedProblem:
         `phases`: maps in pooling-phase pixel order (`fastpaths`)."""
         b, m = cands.shape[:2]
         flat, y = cands.reshape(b * m, *cands.shape[2:]), labels.repeat_interleave(m)
-        parts = [F.cross_entropy(self.logits_from(point, flat[i:i + self.max_rows], phases).float(),
-                                 y[i:i + self.max_rows], reduction="none") for i in range(0, b * m, self.max_rows)]
+        with torch.autocast(cands.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = [self.logits_from(point, flat[i:i + self.max_rows], phases) for i in range(0, b * m, self.max_rows)]
+        parts = [F.cross_entropy(z.float(), y[i * self.max_rows:(i + 1) * self.max_rows], reduction="none")
+                 for i, z in enumerate(logits)]
         return (parts[0] if len(parts) == 1 else torch.cat(parts)).reshape(b, m)
 
     def enter(self, x: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ def open_search(cfg, prep, cache_path=None):
     if cache_path is not None and (Path(cache_path) / "network.pt").exists():
         model.load_state_dict(torch.load(Path(cache_path) / "network.pt", weights_only=True))
     configure_search_mode(model, cfg.search, cfg.engine)
-    return StagedProblem(model, shapes), check_against_model(cfg, shapes)
+    return StagedProblem(model, shapes, precision=cfg.search.precision), check_against_model(cfg, shapes)
 
 
 def check_against_model(cfg, shapes: list[tuple]) -> Params:

@@ -22,7 +22,7 @@ from ..errors import UserError
 
 def sample_normalize(h: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Zero mean, unit variance per sample over all non-batch dims (paper A.4's normalization)."""
-    flat = h.reshape(h.shape[0], -1)
+    flat = h.reshape(h.shape[0], -1).float()  # fp32 statistics: E[x^2] - E[x]^2 cancels in bf16
     mean = flat.mean(1)
     # E[x^2] - E[x]^2: two plain reductions, ~6x faster than torch.var on CPU; safe here because
     # representations are O(1) in scale (clamped against rounding below zero).
