@@ -114,3 +114,53 @@ def test_run_on_two_ranks_end_to_end(tmp_path):
     again = two_ranks(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["sgd_test_accuracy"] == summary["sgd_test_accuracy"]
+
+
+def killed_mid_run(args, marker, at_least: int, restarts: int):
+    """Start `torchrun` on 2 ranks, kill -9 one worker once `marker()` counts `at_least`, wait."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "--max-restarts", str(restarts), "-m", "repsearch", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 300
+    while marker() < at_least and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert workers and proc.poll() is None, "the run ended before it could be killed"
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, err
+
+
+ELASTIC = ["search", "--preset", "quickstart", "--no-progress", "--set", "data.subset=600",
+           "--set", "search.generations=[6,4,4,3]", "--set", "engine.chunk_images=20"]
+
+
+def test_a_rank_killed_mid_search_with_restarts_ends_in_the_same_cache(tmp_path):
+    """torchrun --max-restarts 1: kill -9 of a worker after a few chunks; the restarted ranks
+    resume the cache and it is byte-identical to an uninterrupted one-process search."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert one_process(*ELASTIC, "--out", str(one)).returncode == 0
+    chunks = lambda: len(list((two / "cache" / "chunks").glob("*.json"))) if (two / "cache" / "chunks").exists() else 0
+    rc, err = killed_mid_run([*ELASTIC, "--out", str(two)], chunks, 4, restarts=1)
+    assert rc == 0, err[-3000:]
+    assert chunks() == 30 and json.loads((two / "cache" / "manifest.json").read_text())["complete"]
+    assert same_bytes(arrays(one / "cache"), arrays(two / "cache"))
+    assert not list((two / "cache").rglob(".*.tmp"))
+
+
+def test_without_restarts_a_killed_rank_leaves_only_whole_chunks_and_the_same_command_resumes(tmp_path):
+    out = tmp_path / "run"
+    chunks = lambda: len(list((out / "cache" / "chunks").glob("*.json"))) if (out / "cache" / "chunks").exists() else 0
+    rc, err = killed_mid_run([*ELASTIC, "--out", str(out)], chunks, 4, restarts=0)
+    assert rc != 0 and "exitcode" in err  # torchrun names the failed rank and its exit code
+    done = chunks()
+    assert 4 <= done < 30
+    for record in (out / "cache" / "chunks").glob("*.json"):  # every record is whole JSON with its checksums
+        assert "checksums" in json.loads(record.read_text())
+    r = two_ranks(*ELASTIC, "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    from repsearch.cache import TargetCache
+    from repsearch.verify import verify_cache
+    verify_cache(TargetCache.open(out / "cache"))

@@ -27,8 +27,24 @@ def init(device: str) -> str:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend, **_attempt_store())
     return device
+
+
+def _attempt_store() -> dict:
+    """After `torchrun --max-restarts` restarts the workers, the agent's store still holds the
+    previous attempt's addresses (the dead rank's port): the new group would connect to them. Keys
+    under a prefix per attempt keep each attempt's group to itself."""
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    from datetime import timedelta
+    world_size, rank_ = int(env["WORLD_SIZE"]), int(env["RANK"])
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world_size, is_master=False,
+                          timeout=timedelta(minutes=10))
+    prefixed = dist.PrefixStore(f"repsearch/attempt{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    return {"store": prefixed, "rank": rank_, "world_size": world_size}
 
 
 def rank() -> int:
