@@ -164,3 +164,20 @@ def test_without_restarts_a_killed_rank_leaves_only_whole_chunks_and_the_same_co
     from repsearch.cache import TargetCache
     from repsearch.verify import verify_cache
     verify_cache(TargetCache.open(out / "cache"))
+
+
+def test_a_rank_killed_mid_training_with_restarts_resumes_from_the_checkpoint(tmp_path):
+    """DDP training killed after a few epochs and restarted ends where an uninterrupted run does
+    (both ranks reload rank 0's last checkpoint: model, optimizer, batch order)."""
+    import torch
+    args = [*MLP_BASELINE, "--set", "baseline.epochs=40"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert two_ranks(*args, "--out", str(full)).returncode == 0
+    epochs = lambda: len((killed / "metrics.jsonl").read_text().splitlines()) if (killed / "metrics.jsonl").exists() else 0
+    rc, err = killed_mid_run([*args, "--out", str(killed)], epochs, 5, restarts=1)
+    assert rc == 0, err[-3000:]
+    logged = [json.loads(x)["epoch"] for x in (killed / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x]
+    assert max(logged) == 40 and "exitcode: -9" in err  # a worker died, the restarted ranks finished
+    a, b = torch.load(full / "model-depth1.pt"), torch.load(killed / "model-depth1.pt")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
