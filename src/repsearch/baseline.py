@@ -43,7 +43,7 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
     flops = forward_flops(model, prep.dataset.shape, dev)
     return model, {"depth": depth, "val_accuracy": stats["best_val_accuracy"], "best_epoch": stats["best_epoch"],
                    "images_per_s": stats["images_per_s"], "forward_flops_per_image": flops,
-                   "train_flops": 3 * flops * tc.epochs * len(train_y)}
+                   "epochs_run": stats["epochs_run"], "train_flops": 3 * flops * stats["epochs_run"] * len(train_y)}
 
 
 def run_baseline(prep: Prepared, cfg, run: RunDir | None = None, progress: bool = True, epoch_hook=None) -> dict:

@@ -62,6 +62,11 @@ class TrainConfig:
     init: str = "dirac"  # "dirac" (airbench's partial Dirac) or "default" (PyTorch's)
     whiten_bias_epochs: int = 3
     eval_every: int = 1
+    # Early stopping: stop after `patience` epochs without a better validation accuracy (0 = off);
+    # the best epoch's weights are kept either way. The same rule for the learner and the baseline.
+    patience: int = 0
+    # Budget in optimizer steps: small training sets get epochs enough for `min_steps` steps (0 = off).
+    min_steps: int = 0
 
 
 @dataclass
@@ -236,6 +241,7 @@ RANGES = {
         "lr": (0, None, False), "momentum": (0, 0.999, True), "weight_decay": (0, None, True),
         "bias_scaler": (0, None, False), "warmup": (0, 1, True), "final_lr": (0, None, True),
         "label_smoothing": (0, 1, True)}.items()},
+    **{f"{t}.{k}": (0, None, True) for t in ("learn", "baseline") for k in ("patience", "min_steps")},
     "learn.kl_weight": (0, None, True), "learn.entropy_images": (2, None, True), "learn.head_lr_scale": (0, None, False),
 }
 

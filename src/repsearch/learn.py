@@ -211,7 +211,8 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
     flops = forward_flops(model, prep.dataset.shape, dev)
     summary = {"test_accuracy": test["accuracy"], "val_accuracy": stats["best_val_accuracy"],
                "best_epoch": stats["best_epoch"], "supervise": stats["supervise"], "augment": augment,
-               "images_per_s": stats["images_per_s"], "train_flops": 3 * flops * lc.epochs * len(train_y),
+               "images_per_s": stats["images_per_s"], "train_flops": 3 * flops * stats["epochs_run"] * len(train_y),
+               "epochs_run": stats["epochs_run"],
                **final, "target_baselines": diagnostics.baselines}
     if run:
         run.log({"tag": f"{tag}-final", **{k: v for k, v in summary.items() if k != "target_baselines"}})

@@ -127,7 +127,8 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
     from tqdm import tqdm
     from . import distributed
 
-    total_steps = tc.epochs * len(loader)
+    epochs = planned_epochs(tc, len(loader))
+    total_steps = epochs * len(loader)
     state = {"epoch": 0, "best_acc": -1.0, "best_state": None, "best_epoch": -1}
     if checkpoint is not None and checkpoint.exists():
         ck = torch.load(checkpoint, weights_only=False)
@@ -144,7 +145,7 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
     if epoch_hook is not None and run is not None and state["epoch"] == 0:  # epoch 0: the untrained model
         run.log({"tag": tag, "epoch": 0, **epoch_hook(model, 0)})
     step, world = data_parallel(model, loss_fn), distributed.world()
-    bar = tqdm(range(state["epoch"], tc.epochs), desc=tag, disable=not (progress and main), leave=False,
+    bar = tqdm(range(state["epoch"], epochs), desc=tag, disable=not (progress and main), leave=False,
                dynamic_ncols=True)
     model.train()
     for epoch in bar:
@@ -164,7 +165,7 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(y)
         record = {"tag": tag, "epoch": epoch + 1, **{f"train_{k}": v / n for k, v in sums.items()}}
-        if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
+        if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == epochs:
             ev = evaluate(model, *val, autocast=autocast)
             record.update(val_accuracy=ev["accuracy"], val_loss=ev["loss"])
             if ev["accuracy"] > state["best_acc"]:
@@ -181,11 +182,18 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
             from .storage import atomic_torch_save
             atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
                                "gen": loader.generator.get_state(), "aug_gen": loader.aug_generator.get_state()}, checkpoint)
+        if tc.patience and state["epoch"] - state["best_epoch"] >= tc.patience:
+            break  # early stopping: no better validation accuracy for `patience` epochs
     bar.close()
     model.load_state_dict(state["best_state"])
     model.eval()
-    return {"best_val_accuracy": state["best_acc"], "best_epoch": state["best_epoch"],
-            "images_per_s": images_seen / max(1e-9, time.time() - t0)}
+    return {"best_val_accuracy": state["best_acc"], "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
+            "epochs_planned": epochs, "images_per_s": images_seen / max(1e-9, time.time() - t0)}
+
+
+def planned_epochs(tc, steps_per_epoch: int) -> int:
+    """`epochs`, raised so that a small training set still gets `min_steps` optimizer steps."""
+    return max(tc.epochs, -(-tc.min_steps // max(1, steps_per_epoch)))
 
 
 class _Step(nn.Module):
