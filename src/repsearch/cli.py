@@ -195,6 +195,15 @@ def cmd_sweep(args) -> int:
     return _experiment(args, "sweep", sweep, pop_sizes=pops, generation_scales=scales, progress=not args.no_progress)
 
 
+def cmd_neuroevolution(args) -> int:
+    from .neuroevolution import alignment_experiment
+    sigmas = tuple(float(v) for v in args.sigmas.split(","))
+    pops = tuple(int(v) for v in args.populations.split(","))
+    if min(sigmas) <= 0 or min(pops) < 1 or args.images < 1:
+        raise UserError("--sigmas must be > 0, --populations >= 1 and --images >= 1")
+    return _experiment(args, "neuroevolution", alignment_experiment, sigmas=sigmas, populations=pops, images=args.images)
+
+
 def cmd_diversity(args) -> int:
     from .experiments import diversity
     if args.images < 1 or args.runs < 1:
@@ -209,6 +218,7 @@ COMMANDS = {
     "scaling": (cmd_scaling, "paper Figure 2: mean best CE vs population and generations, one block evolved at a time"),
     "diversity": (cmd_diversity, "paper Figure 3: N_eff of independent searches' solutions vs number of runs"),
     "sweep": (cmd_sweep, "paper Figure 4: validation accuracy vs population size and vs generations (resumable)"),
+    "neuroevolution": (cmd_neuroevolution, "weights mutated and selected (Whitelam et al.): cosine of the mean accepted step with -grad vs sigma"),
     "train": (cmd_train, "train a network by regressing to the searched representations of a target cache"),
     "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
     "presets": (cmd_presets, "list the presets"),
@@ -257,6 +267,12 @@ def _sweep_args(p):
                    help="multipliers of the config's generations per point (population at the config's)")
 
 
+def _neuroevolution_args(p):
+    p.add_argument("--sigmas", default="1e-4,1e-3,1e-2,1e-1", help="mutation scales")
+    p.add_argument("--populations", default="256,1024,4096", help="proposals per measurement")
+    p.add_argument("--images", type=int, default=256, help="training images in the loss")
+
+
 def _diversity_args(p):
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--runs", type=int, default=8, help="independent searches (seeds seed, seed+1000, ...)")
@@ -276,7 +292,7 @@ def _tables_args(p):
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.md and PREFIX.tex")
 
 
-_extra_args: dict = {"verify": _verify_args, "report": _report_args, "tables": _tables_args, "search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args, "sweep": _sweep_args,
+_extra_args: dict = {"verify": _verify_args, "report": _report_args, "tables": _tables_args, "search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args, "sweep": _sweep_args, "neuroevolution": _neuroevolution_args,
                      "diversity": _diversity_args}
 
 
