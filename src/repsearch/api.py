@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import EngineConfig, LearnConfig, SearchConfig, validate_search
+from .config import EngineConfig, LearnConfig, SearchConfig
+from .validation import validate_search
 from .engine import chunk_size, search_images
 from .hooks import ChunkRecorder, Progress
 from .learn import fit_to_targets

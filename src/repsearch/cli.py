@@ -15,6 +15,8 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import distributed
+from .cli_experiments import (cmd_diversity, cmd_neuroevolution, cmd_scaling, cmd_sweep, diversity_args,
+                              neuroevolution_args, scaling_args, sweep_args)
 from .cli_inspect import cmd_config, cmd_presets, cmd_report, cmd_tables, cmd_verify
 from .errors import UserError
 
@@ -163,54 +165,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _experiment(args, command: str, fn, **kw) -> int:
-    from .data import prepare
-    from .search import preflight
-    cfg = _resolve(args)
-    _check_device(cfg.device)
-    prep = prepare(cfg)
-    preflight(cfg, prep)
-    run = _run_dir(args, command, cfg)
-    result = fn(prep, cfg, out_dir=run.path, **kw)
-    print(json.dumps(result.get("blocks", result), indent=2, default=str)[:4000])
-    _print_summary(run.summary({"dataset": prep.dataset.name, **{k: v for k, v in result.items() if k != "blocks"}}), run)
-    return 0
-
-
-def cmd_scaling(args) -> int:
-    from .experiments import fitness_scaling
-    if args.images < 1:
-        raise UserError("--images must be >= 1")
-    pops = tuple(int(v) for v in args.pop_sizes.split(","))
-    gens = tuple(int(v) for v in args.generations.split(","))
-    if min(pops) < 2 or min(gens) < 0:
-        raise UserError("--pop-sizes must be >= 2 and --generations >= 0")
-    return _experiment(args, "scaling", fitness_scaling, n_images=args.images, pop_sizes=pops, generations=gens)
-
-
-def cmd_sweep(args) -> int:
-    from .sweep import sweep
-    pops = tuple(int(v) for v in args.pop_sizes.split(","))
-    scales = tuple(float(v) for v in args.generation_scales.split(","))
-    return _experiment(args, "sweep", sweep, pop_sizes=pops, generation_scales=scales, progress=not args.no_progress)
-
-
-def cmd_neuroevolution(args) -> int:
-    from .neuroevolution import alignment_experiment
-    sigmas = tuple(float(v) for v in args.sigmas.split(","))
-    pops = tuple(int(v) for v in args.populations.split(","))
-    if min(sigmas) <= 0 or min(pops) < 1 or args.images < 1:
-        raise UserError("--sigmas must be > 0, --populations >= 1 and --images >= 1")
-    return _experiment(args, "neuroevolution", alignment_experiment, sigmas=sigmas, populations=pops, images=args.images)
-
-
-def cmd_diversity(args) -> int:
-    from .experiments import diversity
-    if args.images < 1 or args.runs < 1:
-        raise UserError("--images and --runs must be >= 1")
-    return _experiment(args, "diversity", diversity, n_images=args.images, runs=args.runs)
-
-
 COMMANDS = {
     "baseline": (cmd_baseline, "train the SGD baseline (best of baseline.depths by validation, then test)"),
     "search": (cmd_search, "evolutionary search in representation space into a resumable target cache"),
@@ -221,7 +175,7 @@ COMMANDS = {
     "neuroevolution": (cmd_neuroevolution, "weights mutated and selected (Whitelam et al.): cosine of the mean accepted step with -grad vs sigma"),
     "train": (cmd_train, "train a network by regressing to the searched representations of a target cache"),
     "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
-    "presets": (cmd_presets, "list the presets"),
+    "presets": (cmd_presets, "list the presets and overlays"),
     "verify": (cmd_verify, "check a target cache: array shapes, every chunk's checksum, finite values"),
     "tables": (cmd_tables, "Tables 1/2 across datasets from 'run' directories (one per dataset), as Markdown and LaTeX"),
     "report": (cmd_report, "one self-contained HTML page of run directories: config, search, learning, Tables 1/2, Figures 2-7"),
@@ -255,29 +209,6 @@ def _run_args(p):
     p.add_argument("--seeds", type=int, help="number of seeds (default run.seeds)")
 
 
-def _scaling_args(p):
-    p.add_argument("--images", type=int, default=1000, help="random training images (paper: 1000)")
-    p.add_argument("--pop-sizes", default="12,24,60,120,240", help="comma-separated population sizes")
-    p.add_argument("--generations", default="0,10,30,100", help="comma-separated generation counts")
-
-
-def _sweep_args(p):
-    p.add_argument("--pop-sizes", default="6,12,24,48", help="population sizes (generations at the config's)")
-    p.add_argument("--generation-scales", default="0.25,0.5,1",
-                   help="multipliers of the config's generations per point (population at the config's)")
-
-
-def _neuroevolution_args(p):
-    p.add_argument("--sigmas", default="1e-4,1e-3,1e-2,1e-1", help="mutation scales")
-    p.add_argument("--populations", default="256,1024,4096", help="proposals per measurement")
-    p.add_argument("--images", type=int, default=256, help="training images in the loss")
-
-
-def _diversity_args(p):
-    p.add_argument("--images", type=int, default=32)
-    p.add_argument("--runs", type=int, default=8, help="independent searches (seeds seed, seed+1000, ...)")
-
-
 def _verify_args(p):
     p.add_argument("cache", help="target cache directory")
 
@@ -292,8 +223,9 @@ def _tables_args(p):
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.md and PREFIX.tex")
 
 
-_extra_args: dict = {"verify": _verify_args, "report": _report_args, "tables": _tables_args, "search": _search_args, "train": _train_args, "run": _run_args, "scaling": _scaling_args, "sweep": _sweep_args, "neuroevolution": _neuroevolution_args,
-                     "diversity": _diversity_args}
+_extra_args: dict = {"verify": _verify_args, "report": _report_args, "tables": _tables_args, "search": _search_args,
+                     "train": _train_args, "run": _run_args, "scaling": scaling_args, "sweep": sweep_args,
+                     "neuroevolution": neuroevolution_args, "diversity": diversity_args}
 
 
 def main(argv=None) -> int:

@@ -25,7 +25,7 @@ from .errors import UserError
 from .models.staged import point_kind
 from .noise import NoiseBank, PerImageRNG, windows
 
-PER_POINT = ("generations", "alpha", "boost", "blur", "target_ce", "patience")
+from .validation import PER_POINT
 
 
 @dataclass(frozen=True)

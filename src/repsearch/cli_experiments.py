@@ -1,0 +1,80 @@
+"""The experiment subcommands (paper Figures 2-4, neuroevolution): each resolves its config,
+checks it against the model, and writes a run directory through `cli`'s helpers."""
+from __future__ import annotations
+
+import json
+
+from .errors import UserError
+
+
+def _experiment(args, command: str, fn, **kw) -> int:
+    from .cli import _check_device, _print_summary, _resolve, _run_dir
+    from .data import prepare
+    from .search import preflight
+    cfg = _resolve(args)
+    _check_device(cfg.device)
+    prep = prepare(cfg)
+    preflight(cfg, prep)
+    run = _run_dir(args, command, cfg)
+    result = fn(prep, cfg, out_dir=run.path, **kw)
+    print(json.dumps(result.get("blocks", result), indent=2, default=str)[:4000])
+    _print_summary(run.summary({"dataset": prep.dataset.name, **{k: v for k, v in result.items() if k != "blocks"}}), run)
+    return 0
+
+
+def cmd_scaling(args) -> int:
+    from .experiments import fitness_scaling
+    if args.images < 1:
+        raise UserError("--images must be >= 1")
+    pops = tuple(int(v) for v in args.pop_sizes.split(","))
+    gens = tuple(int(v) for v in args.generations.split(","))
+    if min(pops) < 2 or min(gens) < 0:
+        raise UserError("--pop-sizes must be >= 2 and --generations >= 0")
+    return _experiment(args, "scaling", fitness_scaling, n_images=args.images, pop_sizes=pops, generations=gens)
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import sweep
+    pops = tuple(int(v) for v in args.pop_sizes.split(","))
+    scales = tuple(float(v) for v in args.generation_scales.split(","))
+    return _experiment(args, "sweep", sweep, pop_sizes=pops, generation_scales=scales, progress=not args.no_progress)
+
+
+def cmd_neuroevolution(args) -> int:
+    from .neuroevolution import alignment_experiment
+    sigmas = tuple(float(v) for v in args.sigmas.split(","))
+    pops = tuple(int(v) for v in args.populations.split(","))
+    if min(sigmas) <= 0 or min(pops) < 1 or args.images < 1:
+        raise UserError("--sigmas must be > 0, --populations >= 1 and --images >= 1")
+    return _experiment(args, "neuroevolution", alignment_experiment, sigmas=sigmas, populations=pops, images=args.images)
+
+
+def cmd_diversity(args) -> int:
+    from .experiments import diversity
+    if args.images < 1 or args.runs < 1:
+        raise UserError("--images and --runs must be >= 1")
+    return _experiment(args, "diversity", diversity, n_images=args.images, runs=args.runs)
+
+
+
+def scaling_args(p):
+    p.add_argument("--images", type=int, default=1000, help="random training images (paper: 1000)")
+    p.add_argument("--pop-sizes", default="12,24,60,120,240", help="comma-separated population sizes")
+    p.add_argument("--generations", default="0,10,30,100", help="comma-separated generation counts")
+
+
+def sweep_args(p):
+    p.add_argument("--pop-sizes", default="6,12,24,48", help="population sizes (generations at the config's)")
+    p.add_argument("--generation-scales", default="0.25,0.5,1",
+                   help="multipliers of the config's generations per point (population at the config's)")
+
+
+def neuroevolution_args(p):
+    p.add_argument("--sigmas", default="1e-4,1e-3,1e-2,1e-1", help="mutation scales")
+    p.add_argument("--populations", default="256,1024,4096", help="proposals per measurement")
+    p.add_argument("--images", type=int, default=256, help="training images in the loss")
+
+
+def diversity_args(p):
+    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--runs", type=int, default=8, help="independent searches (seeds seed, seed+1000, ...)")
