@@ -195,7 +195,8 @@ def test_sweep_records_accuracy_against_compute_and_resumes_point_by_point(tmp_p
     import subprocess
     import sys
     out = tmp_path / "sweep"
-    sets = [x for s in [*TINY, "data.subset=120", "learn.epochs=2", "learn.batch_size=50", "learn.probe_images=60"]
+    sets = [x for s in [*TINY, "data.subset=120", "learn.epochs=2", "learn.batch_size=50", "learn.probe_images=60",
+                        "search.top_k=1", "search.n_explore=5", "search.n_refine=6"]  # the paper's split of 12
             for x in ("--set", s)]
 
     def sweep(pops, scales):
@@ -213,4 +214,7 @@ def test_sweep_records_accuracy_against_compute_and_resumes_point_by_point(tmp_p
     again = sweep("4,12", "0.5,1")
     assert again[:3] == first and [r["name"] for r in again[3:]] == ["gen-x1"]
     assert again[3]["evaluations_per_image"] > first[2]["evaluations_per_image"]
+    # gen-x1 at the config's population (12) is pop-12's point: reused, not searched again
+    assert again[3]["val_accuracy"] == first[1]["val_accuracy"] and again[3]["seconds"] == 0.0
+    assert not (out / "gen-x1").exists()
     assert (out / "sweep.png").exists() and len(json.loads((out / "sweep.json").read_text())["points"]) == 4

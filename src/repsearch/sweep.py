@@ -44,7 +44,7 @@ def run_point(point: dict, prep, out: Path, progress: bool) -> dict:
     cache, search = run_search(prep, cfg, d / "cache", progress=progress)
     _, learned = train_from_cache(prep, cfg, cache, RunDir(d / "learn", cfg.to_dict(), cfg.device), progress=progress)
     return {"name": point["name"], "axis": point["axis"], "value": point["value"],
-            "pop_size": cfg.search.pop_size, "generations": cfg.search.generations,
+            "pop_size": cfg.search.pop_size, "generations": cfg.search.generations, "search": vars(cfg.search),
             "evaluations_per_image": search["evaluations_per_image_mean"], "searched_ce_mean": search["searched_ce_mean"],
             "val_accuracy": learned["val_accuracy"], "test_accuracy": learned["test_accuracy"],
             "seconds": time.time() - t0}
@@ -59,7 +59,10 @@ def sweep(prep, cfg, out_dir: Path, pop_sizes=(6, 12, 24), generation_scales=(0.
     done = {r["name"]: r for r in map(json.loads, log.read_text().splitlines())} if log.exists() else {}
     todo = [p for p in points(cfg, pop_sizes, generation_scales) if p["name"] not in done]
     for p in todo:
-        rec = done[p["name"]] = run_point(p, prep, out, progress)
+        twin = next((r for r in done.values() if r.get("search") == vars(p["cfg"].search)), None)
+        # the config's own point is on both axes: searched and learned once
+        rec = done[p["name"]] = ({**twin, "name": p["name"], "axis": p["axis"], "value": p["value"], "seconds": 0.0}
+                                 if twin else run_point(p, prep, out, progress))
         append_line(log, json.dumps(rec))
         print(json.dumps({k: rec[k] for k in ("name", "evaluations_per_image", "val_accuracy", "seconds")}), flush=True)
     records = [done[p["name"]] for p in points(cfg, pop_sizes, generation_scales)]
