@@ -107,8 +107,8 @@ def search_section(cache_dir: Path) -> str:
         axes[0][0].set_ylabel("cross-entropy (nats)")
         axes[0][0].legend(fontsize=7)
         parts.append(_img(fig))
-    ce = cache.arrays()["ce"][: _searched_rows(cache)]
-    if len(ce):
+    if cache.complete:  # a partial cache's unsearched rows are zeros, not CEs
+        ce = cache.arrays()["ce"]
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.hist(np.log10(np.clip(ce, 1e-6, None)), bins=40, color="tab:purple")
         ax.set(xlabel="log10 searched CE (nats)", ylabel="images", title="Searched cross-entropy per image")
@@ -121,11 +121,6 @@ def search_section(cache_dir: Path) -> str:
     else:
         parts.append(_missing(f"the search is incomplete ({len(cache.done_chunks())}/{cache.manifest['num_chunks']} chunks)"))
     return "".join(parts)
-
-
-def _searched_rows(cache) -> int:
-    done = cache.done_chunks()
-    return max((cache.chunk_rows(c)[1] for c in done), default=0) if len(done) == cache.manifest["num_chunks"] else 0
 
 
 def learning_section(run: Path) -> str:
