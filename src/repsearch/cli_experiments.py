@@ -57,6 +57,20 @@ def cmd_diversity(args) -> int:
 
 
 
+def cmd_rounds(args) -> int:
+    from .rounds import rounds
+    if args.rounds < 1:
+        raise UserError("--rounds must be >= 1")
+    return _experiment(args, "rounds", rounds, n_rounds=args.rounds, carry=args.carry, progress=not args.no_progress)
+
+
+def rounds_args(p):
+    from .rounds import CARRY
+    p.add_argument("--rounds", type=int, default=3, help="rounds of search + learning (round 0 is the paper's)")
+    p.add_argument("--carry", choices=CARRY, default="warm",
+                   help="which learner of a round searches in the next: warm-started (default) or from scratch")
+
+
 def scaling_args(p):
     p.add_argument("--images", type=int, default=1000, help="random training images (paper: 1000)")
     p.add_argument("--pop-sizes", default="12,24,60,120,240", help="comma-separated population sizes")

@@ -188,8 +188,9 @@ def fit_to_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, 
 
 def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None = None, *, supervise=None,
                      augment: bool | None = None, tag: str = "learn", progress: bool = True,
-                     diagnostics: Diagnostics | None = None) -> tuple[torch.nn.Module, dict]:
-    """Train the learner on cached targets only; select by validation; test once; probe at the end."""
+                     diagnostics: Diagnostics | None = None, learner=None) -> tuple[torch.nn.Module, dict]:
+    """Train the learner on cached targets only; select by validation; test once; probe at the end.
+    `learner`: start from this model (warm start, trained in place) instead of a fresh one."""
     lc, dev = cfg.learn, prep.device
     augment = lc.augment if augment is None else augment
     cache.require_complete()
@@ -198,7 +199,7 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
     targets = cache.load(cache.rows_for(prep.split.train.numpy()), dev, torch.float32)
     diagnostics = diagnostics or Diagnostics(prep, cache, lc.probe_every, lc.probe_images, lc.entropy_images)
     model, stats = fit_to_targets(
-        build_learner(prep, cfg), train_x, train_y, targets, lc, val=prep.images("val"),
+        build_learner(prep, cfg) if learner is None else learner, train_x, train_y, targets, lc, val=prep.images("val"),
         supervise=(lc.supervise or None) if supervise is None else supervise, augment=augment, seed=cfg.seed,
         num_classes=prep.dataset.num_classes, run=run, tag=tag, epoch_hook=diagnostics.hook, progress=progress,
         checkpoint=run.path / f"checkpoint-{tag}.pt" if run else None)

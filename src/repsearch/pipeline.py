@@ -46,17 +46,21 @@ def _stage(path: Path, config: dict, device: str, fn) -> dict:
     return run.summary(fn(run))
 
 
+def search_or_open(prep, cfg, cache_path: Path, progress: bool = True, network=None):
+    """The cache at `cache_path`: opened when complete (its fingerprint checked), else searched
+    or resumed. `network`: the search network to use instead of the config's (`run_search`)."""
+    manifest = cache_path / "manifest.json"
+    if distributed.broadcast(manifest.exists() and json.loads(manifest.read_text()).get("complete", False)):
+        cache = TargetCache.open(cache_path, fingerprint_for(cfg, prep, network=network))
+        return cache, cache.manifest["summary"]
+    return run_search(prep, cfg, cache_path, progress=progress, network=network)
+
+
 def run_seed(cfg, root: Path, progress: bool = True) -> dict:
     prep = prepare(cfg)
     seed_dir = root / f"seed{cfg.seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
-    cache_path = seed_dir / "cache"
-    manifest = cache_path / "manifest.json"
-    if distributed.broadcast(manifest.exists() and json.loads(manifest.read_text()).get("complete", False)):
-        cache = TargetCache.open(cache_path, fingerprint_for(cfg, prep))
-        search_summary = cache.manifest["summary"]
-    else:
-        cache, search_summary = run_search(prep, cfg, cache_path, progress=progress)
+    cache, search_summary = search_or_open(prep, cfg, seed_dir / "cache", progress)
     diagnostics = Diagnostics(prep, cache, cfg.learn.probe_every, cfg.learn.probe_images,
                               cfg.learn.entropy_images)
     out = {"search": search_summary, "sgd": {}, "learn": {}}

@@ -7,13 +7,15 @@ candidate's fitness depends on it alone) and sets it up for search.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import fastpaths
 from .models import build_model, init_from_data
-from .models.staged import forward_from
+from .models.staged import check_staged, forward_from, normalize_stages
 
 BATCHNORMS = nn.modules.batchnorm._BatchNorm
 
@@ -55,15 +57,24 @@ class StagedProblem:
         return self.model.stages[point](h) if point < len(self.model.stages) else self.model.head(h)
 
 
-def build_search_model(cfg, input_shape, num_classes: int, train_images: torch.Tensor, device: str):
+def build_search_model(cfg, input_shape, num_classes: int, train_images: torch.Tensor, device: str,
+                       network: nn.Module | None = None):
     """The untrained search network (depth 1 per stage; airbench: Dirac-initialized), its
     data-dependent init done on training images and its BatchNorm statistics calibrated on
-    `search.calib_images` of them. Returns (model, search point shapes)."""
-    torch.manual_seed(cfg.seed)
-    model, shapes = build_model(cfg, "search", input_shape, num_classes, depth=1, init="dirac",
-                                normalize=cfg.search.target_space == "normalized")
+    `search.calib_images` of them. Returns (model, search point shapes). `network`: search with a
+    copy of this (e.g. trained) staged model instead; its weights are kept as they are, only its
+    BatchNorm statistics are calibrated the same way."""
     x = train_images.cpu()
-    init_from_data(model, x)
+    if network is None:
+        torch.manual_seed(cfg.seed)
+        model, shapes = build_model(cfg, "search", input_shape, num_classes, depth=1, init="dirac",
+                                    normalize=cfg.search.target_space == "normalized")
+        init_from_data(model, x)
+    else:
+        model = copy.deepcopy(network).cpu()
+        if cfg.search.target_space == "normalized":
+            normalize_stages(model)
+        shapes = check_staged(model, tuple(input_shape), num_classes, name="search network")
     calibrate_batchnorm(model, x[:cfg.search.calib_images])
     return model.to(device), shapes
 

@@ -7,6 +7,7 @@ loop over search points, compile, layouts) and hooks (`hooks`: progress, curves,
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -24,16 +25,29 @@ from .problem import StagedProblem, build_search_model, configure_search_mode
 from .strategy import Params
 
 
-def fingerprint_for(cfg, prep, limit: int = 0) -> str:
+def fingerprint_for(cfg, prep, limit: int = 0, network: torch.nn.Module | None = None) -> str:
+    """The cache's identity; a given search network (not built from the config) adds its weights' hash."""
     source = user_model_source_hash(cfg.model.name) if is_user_model(cfg.model.name) else ""
-    return search_fingerprint(cfg, prep.dataset.fingerprint(), source) + (f"-limit{limit}" if limit else "")
+    fp = search_fingerprint(cfg, prep.dataset.fingerprint(), source) + (f"-limit{limit}" if limit else "")
+    return fp + (f"-net{weights_hash(network)}" if network is not None else "")
 
 
-def open_search(cfg, prep, cache_path=None):
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 of a model's parameters and buffers (names, shapes, bytes), 12 hex digits."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def open_search(cfg, prep, cache_path=None, network=None):
     """The search network set up for search, its problem and the strategy's Params; with
-    `cache_path` of an existing cache, the network is the one stored there."""
+    `cache_path` of an existing cache, the network is the one stored there. `network`: a given
+    staged model (e.g. a learned one) instead of the config's untrained search network."""
     train_x, _ = prep.images("train")
-    model, shapes = build_search_model(cfg, prep.dataset.shape, prep.dataset.num_classes, train_x, prep.device)
+    model, shapes = build_search_model(cfg, prep.dataset.shape, prep.dataset.num_classes, train_x, prep.device,
+                                       network=network)
     if cache_path is not None and (Path(cache_path) / "network.pt").exists():
         model.load_state_dict(torch.load(Path(cache_path) / "network.pt", weights_only=True))
     configure_search_mode(model, cfg.search, cfg.engine)
@@ -65,20 +79,21 @@ def preflight(cfg, prep) -> None:
                         "a factory may give the learner more depth (role='learner'), not other stage shapes")
 
 
-def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log=None):
+def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log=None, network=None):
     """Search every image of the pool (train + validation), or the first `limit`, into a target
     cache at `cache_path`; resumes a matching partial cache; returns (cache, summary). Under
     torchrun the ranks share the chunks (each searched by exactly one rank); an image's result
-    depends on (seed, image) only, so the cache is the same bytes for any number of ranks."""
+    depends on (seed, image) only, so the cache is the same bytes for any number of ranks.
+    `network`: search with this staged model's weights (`open_search`)."""
     pool = prep.split.pool[:limit] if limit else prep.split.pool
-    fp, cache_path = fingerprint_for(cfg, prep, limit), Path(cache_path)
+    fp, cache_path = fingerprint_for(cfg, prep, limit, network), Path(cache_path)
     # rank 0 creates (or resumes) the cache and its network; the other ranks then load both
-    opened = distributed.main_first(lambda: _open_or_create(cfg, prep, cache_path, fp, pool))
+    opened = distributed.main_first(lambda: _open_or_create(cfg, prep, cache_path, fp, pool, network))
     if distributed.is_main():
         problem, params, cache = opened
     else:
         cache = TargetCache.open(cache_path, fp)
-        problem, params = open_search(cfg, prep, cache_path)
+        problem, params = open_search(cfg, prep, cache_path, network)
     todo = distributed.mine([c for c in range(cache.manifest["num_chunks"]) if c not in cache.done_chunks()])
     images = sum(b - a for a, b in map(cache.chunk_rows, todo))
     bar = Progress(params.max_evaluations_per_image * images, enabled=progress and distributed.is_main())
@@ -98,11 +113,11 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
     return cache, summary
 
 
-def _open_or_create(cfg, prep, cache_path: Path, fp: str, pool):
+def _open_or_create(cfg, prep, cache_path: Path, fp: str, pool, network=None):
     """The search's problem and params, and its cache: resumed (space reserved again) or created."""
     exists = (cache_path / "manifest.json").exists()
     cache = TargetCache.open(cache_path, fp) if exists else None
-    problem, params = open_search(cfg, prep, cache_path if exists else None)
+    problem, params = open_search(cfg, prep, cache_path if exists else None, network)
     if cache is None:
         cache = TargetCache.create(
             cache_path, config=cfg.to_dict(), fingerprint=fp, dataset=prep.dataset.name, indices=pool.numpy(),

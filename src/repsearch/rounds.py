@@ -1,0 +1,133 @@
+"""Iterative search and learning, "surfing" (issue 21, part 1): the paper searches once, on the
+untrained network; here round r searches again with the network learned in round r-1.
+
+    round 0: search with the untrained search network -> targets T0 -> learner L0 (from scratch)
+    round r: search with L{r-1}'s weights (its own block-0 representations, perturbed, are the
+             initial population) -> targets Tr -> learners from scratch and warm-started from L{r-1}
+
+The network carried into the next round is `carry` ("warm": the warm-started learner; "scratch":
+the one learned from scratch). Layout of the run directory, every stage resumable:
+
+    OUT/sgd/                         SGD baseline on the same images (the reference)
+    OUT/round{r}/cache/              the round's targets (fingerprint includes the search weights)
+    OUT/round{r}/learn-scratch/      learner from scratch   (model-learn-scratch.pt)
+    OUT/round{r}/learn-warm/         learner warm-started   (model-learn-warm.pt), r >= 1
+    OUT/rounds.json, OUT/rounds.png  per round: searched CE per point, evaluations, accuracies,
+                                     probes, cosine to the previous round's targets
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from . import analysis
+from .baseline import run_baseline
+from .learn import Diagnostics, build_learner, train_from_cache
+from .pipeline import _stage, search_or_open
+from .storage import atomic_write_json
+
+CARRY = ("warm", "scratch")
+
+
+def target_cosines(a, b, rows: int = 1000) -> list[float]:
+    """Per search point, the mean over images of the cosine between two caches' targets for the
+    same images (rows in the same order)."""
+    n, sums = len(a.arrays()["indices"]), [0.0] * len(a.names)
+    for i in range(0, n, rows):
+        r = list(range(i, min(n, i + rows)))
+        ta, tb = a.load(r, dtype=torch.float32), b.load(r, dtype=torch.float32)
+        for p, name in enumerate(a.names):
+            sums[p] += analysis.cosine(ta[name], tb[name]).sum().item()
+    return [s / n for s in sums]
+
+
+def _learned(prep, cfg, stage_dir: Path, tag: str) -> torch.nn.Module:
+    """The learner a finished stage saved (model-{tag}.pt), rebuilt on the CPU."""
+    model = build_learner(prep, cfg).cpu()
+    model.load_state_dict(torch.load(stage_dir / f"model-{tag}.pt", map_location="cpu", weights_only=True))
+    return model
+
+
+def _learn(prep, cfg, cache, rdir: Path, tag: str, progress: bool, start: torch.nn.Module | None = None) -> dict:
+    diagnostics = Diagnostics(prep, cache, cfg.learn.probe_every, cfg.learn.probe_images, cfg.learn.entropy_images)
+    return _stage(rdir / tag, cfg.to_dict(), cfg.device, lambda run: train_from_cache(
+        prep, cfg, cache, run, tag=tag, progress=progress, diagnostics=diagnostics,
+        learner=None if start is None else copy.deepcopy(start))[1])
+
+
+def _round_record(r: int, search: dict, learned: dict, cosines: list[float] | None) -> dict:
+    rec = {"round": r, "searched_ce_mean": search["searched_ce_mean"],
+           "ce_per_point": [{"start": l["ce_start"], "end": l["ce_end"]} for l in search["layers"]],
+           "evaluations_per_image": search["evaluations_per_image_mean"], "search_flops": search["flops_total"],
+           "target_cosine_to_previous": cosines}
+    for kind, s in learned.items():
+        rec[kind] = {k: v for k, v in s.items() if k == "test_accuracy" or k == "val_accuracy" or k == "train_flops"
+                     or k.startswith(("probe_block", "cos_block"))}
+    return rec
+
+
+def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm", progress: bool = True) -> dict:
+    """Run (or resume) `n_rounds` rounds of search and learning; returns the per-round records."""
+    root = Path(out_dir)
+    sgd = _stage(root / "sgd", cfg.to_dict(), cfg.device, lambda run: run_baseline(prep, cfg, run, progress=progress))
+    records, network, previous = [], None, None
+    for r in range(n_rounds):
+        rdir = root / f"round{r}"
+        cache, search = search_or_open(prep, cfg, rdir / "cache", progress, network=network)
+        learned = {"scratch": _learn(prep, cfg, cache, rdir, "learn-scratch", progress)}
+        if network is not None:
+            learned["warm"] = _learn(prep, cfg, cache, rdir, "learn-warm", progress, start=network)
+        cosines = None if previous is None else target_cosines(previous, cache)
+        records.append(_round_record(r, search, learned, cosines))
+        _add_cumulative(records, carry)
+        kind = carry if carry in learned else "scratch"
+        network, previous = _learned(prep, cfg, rdir / f"learn-{kind}", f"learn-{kind}"), cache
+    result = {"carry": carry, "sgd_test_accuracy": sgd["test_accuracy"], "rounds": records,
+              **_headline(records, sgd["test_accuracy"])}
+    atomic_write_json(root / "rounds.json", result)
+    plot_rounds(result, root / "rounds.png")
+    return result
+
+
+def _add_cumulative(records: list[dict], carry: str) -> None:
+    """Compute spent to reach the round's learners: every search so far, plus the learning along
+    the carried chain (a warm learner has also had all the carried learners' training)."""
+    rec, prev = records[-1], records[-2] if len(records) > 1 else None
+    search = rec["search_flops"] + (prev["cumulative_search_flops"] if prev else 0)
+    chain = 0 if prev is None else prev["carried_learn_flops"]
+    rec["cumulative_search_flops"] = search
+    for kind in ("scratch", "warm"):
+        if kind in rec:
+            rec[kind]["learn_flops_so_far"] = rec[kind]["train_flops"] + (chain if kind == "warm" else 0)
+    rec["carried_learn_flops"] = rec[carry if carry in rec else "scratch"]["learn_flops_so_far"]
+
+
+def _headline(records: list[dict], sgd: float) -> dict:
+    best = lambda rec: max(rec[k]["test_accuracy"] for k in ("scratch", "warm") if k in rec)
+    return {"round0_test_accuracy": best(records[0]), "last_round_test_accuracy": best(records[-1]),
+            "gap_points_round0": 100 * (sgd - best(records[0])), "gap_points_last_round": 100 * (sgd - best(records[-1]))}
+
+
+def plot_rounds(result: dict, path: Path) -> None:
+    """Left: test accuracy per round (scratch, warm) against SGD. Right: searched CE per point."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    recs = result["rounds"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for kind, marker in (("scratch", "o"), ("warm", "s")):
+        pts = [(r["round"], 100 * r[kind]["test_accuracy"]) for r in recs if kind in r]
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, label=f"learned ({kind})")
+    ax.axhline(100 * result["sgd_test_accuracy"], color="k", ls="--", label="SGD")
+    ax.set(xlabel="round", ylabel="test accuracy (%)", title="accuracy per round")
+    ax.legend()
+    for p in range(len(recs[0]["ce_per_point"])):
+        bx.plot([r["round"] for r in recs], [r["ce_per_point"][p]["end"] for r in recs], marker="o", label=f"point {p}")
+    bx.set(xlabel="round", ylabel="searched CE (end)", yscale="log", title="searched CE per point")
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

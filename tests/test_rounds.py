@@ -1,0 +1,86 @@
+"""Iterative search and learning (repsearch rounds): round r searches with round r-1's learner."""
+import json
+
+import pytest
+import torch
+
+from repsearch.cache import TargetCache
+from repsearch.cli import main
+from repsearch.config import resolve
+from repsearch.data import prepare
+from repsearch.errors import UserError
+from repsearch.rounds import rounds
+from repsearch.search import fingerprint_for, weights_hash
+
+TINY = ["model.widths=[8,8,8]", "search.pop_size=8", "search.top_k=2", "search.n_explore=3", "search.n_refine=3",
+        "search.generations=[3,2,2,3]", "data.subset=120", "learn.epochs=3", "learn.batch_size=20",
+        "baseline.epochs=1", "baseline.batch_size=20", "learn.probe_images=50", "learn.entropy_images=20"]
+
+
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory):
+    cfg = resolve("quickstart", TINY)
+    prep = prepare(cfg)
+    out = tmp_path_factory.mktemp("rounds")
+    return cfg, prep, out, rounds(prep, cfg, out, n_rounds=2, carry="warm", progress=False)
+
+
+def _learned_state(out, r, kind):
+    return torch.load(out / f"round{r}" / f"learn-{kind}" / f"model-learn-{kind}.pt", weights_only=True)
+
+
+def test_round_searches_with_the_previous_rounds_learned_weights(two_rounds):
+    _, _, out, _ = two_rounds
+    learned = _learned_state(out, 0, "scratch")
+    network = torch.load(out / "round1" / "cache" / "network.pt", weights_only=True)
+    params = {k for k in learned if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert params and params <= set(network)
+    for k in params:  # the weights are the learner's; only BatchNorm statistics are recalibrated
+        assert torch.equal(network[k], learned[k]), k
+    untrained = torch.load(out / "round0" / "cache" / "network.pt", weights_only=True)
+    assert set(untrained) != set(network) or any(not torch.equal(untrained[k], network[k]) for k in params & set(untrained))
+
+
+def test_learned_network_starts_the_search_lower_and_each_round_is_recorded(two_rounds):
+    _, _, out, result = two_rounds
+    r0, r1 = result["rounds"]
+    # the untrained network's initial population is near chance; the learned network's is not
+    assert r1["ce_per_point"][0]["start"] < r0["ce_per_point"][0]["start"] - 0.1
+    assert "warm" not in r0 and {"scratch", "warm"} <= set(r1)
+    assert r0["target_cosine_to_previous"] is None and len(r1["target_cosine_to_previous"]) == 4
+    assert all(-1 <= c <= 1 for c in r1["target_cosine_to_previous"])
+    # the warm learner's compute includes the carried learner's; a scratch learner's does not
+    assert r1["warm"]["learn_flops_so_far"] == r1["warm"]["train_flops"] + r0["scratch"]["train_flops"]
+    assert r1["scratch"]["learn_flops_so_far"] == r1["scratch"]["train_flops"]
+    assert r1["cumulative_search_flops"] == r0["search_flops"] + r1["search_flops"]
+    assert json.loads((out / "rounds.json").read_text())["rounds"][1]["round"] == 1
+    assert (out / "rounds.png").stat().st_size > 0
+
+
+def test_warm_learner_starts_from_the_carried_weights(two_rounds):
+    _, _, out, _ = two_rounds
+    epoch0 = [json.loads(l) for l in (out / "round1" / "learn-warm" / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in epoch0 if r.get("epoch") == 0 and "cos_block0" in r)
+    carried = [json.loads(l) for l in (out / "round0" / "learn-scratch" / "metrics.jsonl").read_text().splitlines()]
+    # before any step the warm learner is the carried model: its outputs are no untrained net's
+    fresh = next(r for r in carried if r.get("epoch") == 0 and "cos_block0" in r)
+    scratch1 = [json.loads(l) for l in (out / "round1" / "learn-scratch" / "metrics.jsonl").read_text().splitlines()]
+    fresh1 = next(r for r in scratch1 if r.get("epoch") == 0 and "cos_block0" in r)
+    assert first["cos_block2"] > fresh1["cos_block2"] + 0.05, (first, fresh1, fresh)
+
+
+def test_resume_reuses_finished_rounds_and_a_changed_network_is_refused(two_rounds):
+    cfg, prep, out, result = two_rounds
+    stamp = (out / "round1" / "learn-warm" / "summary.json").stat().st_mtime_ns
+    again = rounds(prep, cfg, out, n_rounds=2, carry="warm", progress=False)
+    assert again["rounds"] == result["rounds"]
+    assert (out / "round1" / "learn-warm" / "summary.json").stat().st_mtime_ns == stamp
+    other = torch.nn.Linear(2, 2)
+    with pytest.raises(UserError):
+        TargetCache.open(out / "round1" / "cache", fingerprint_for(cfg, prep, network=other))
+    assert weights_hash(other) != weights_hash(torch.nn.Linear(2, 2))
+
+
+def test_rounds_cli_rejects_zero_rounds(tmp_path, capsys):
+    assert main(["rounds", "--preset", "quickstart", "--rounds", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "--rounds must be >= 1" in capsys.readouterr().err
