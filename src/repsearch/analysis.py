@@ -130,3 +130,14 @@ def _neg_log_mean(values: torch.Tensor) -> float:
         return float("nan")
     m = values.mean().item()
     return -math.log(m) if m > 0 else float("inf")
+
+
+@torch.no_grad()
+def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Linear CKA (Kornblith et al. 2019) of two models' representations of the same n inputs,
+    (n, ...) each: <HKH, HLH> / (|HKH| |HLH|) with K = a a^T, L = b b^T. It is invariant to
+    orthogonal maps (so to permuted channels), unlike a cosine between the raw vectors."""
+    x, y = a.flatten(1).double(), b.flatten(1).double()
+    x, y = x - x.mean(0), y - y.mean(0)
+    k, l = x @ x.T, y @ y.T
+    return ((k * l).sum() / (k.norm() * l.norm()).clamp_min(1e-300)).item()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import distributed
-from .cli_experiments import (cmd_diversity, cmd_neuroevolution, cmd_rounds, cmd_scaling, cmd_sweep, diversity_args,
-                              neuroevolution_args, rounds_args, scaling_args, sweep_args)
+from .cli_experiments import (cmd_diversity, cmd_ensemble, cmd_neuroevolution, cmd_rounds, cmd_scaling, cmd_sweep,
+                              diversity_args, ensemble_args, neuroevolution_args, rounds_args, scaling_args, sweep_args)
 from .cli_inspect import cmd_config, cmd_presets, cmd_report, cmd_tables, cmd_verify
 from .errors import UserError
 
@@ -174,6 +174,7 @@ COMMANDS = {
     "sweep": (cmd_sweep, "paper Figure 4: validation accuracy vs population size and vs generations (resumable)"),
     "neuroevolution": (cmd_neuroevolution, "weights mutated and selected (Whitelam et al.): cosine of the mean accepted step with -grad vs sigma"),
     "rounds": (cmd_rounds, "iterative search and learning: round r searches with round r-1's learned network"),
+    "ensemble": (cmd_ensemble, "K independent searches -> K learned models vs K SGD seeds: ensemble accuracy, disagreement, CKA"),
     "train": (cmd_train, "train a network by regressing to the searched representations of a target cache"),
     "config": (cmd_config, "print the resolved config (preset + overrides) without running anything"),
     "presets": (cmd_presets, "list the presets and overlays"),
@@ -227,7 +228,7 @@ def _tables_args(p):
 _extra_args: dict = {"verify": _verify_args, "report": _report_args, "tables": _tables_args, "search": _search_args,
                      "train": _train_args, "run": _run_args, "scaling": scaling_args, "sweep": sweep_args,
                      "neuroevolution": neuroevolution_args, "diversity": diversity_args,
-                     "rounds": rounds_args}
+                     "rounds": rounds_args, "ensemble": ensemble_args}
 
 
 def main(argv=None) -> int:

@@ -64,6 +64,19 @@ def cmd_rounds(args) -> int:
     return _experiment(args, "rounds", rounds, n_rounds=args.rounds, carry=args.carry, progress=not args.no_progress)
 
 
+def cmd_ensemble(args) -> int:
+    from .ensemble import ensemble
+    if args.members < 1 or args.diversity_images < 2:
+        raise UserError("--members must be >= 1 and --diversity-images >= 2")
+    return _experiment(args, "ensemble", ensemble, members=args.members, diversity_images=args.diversity_images,
+                       progress=not args.no_progress)
+
+
+def ensemble_args(p):
+    p.add_argument("--members", type=int, default=4, help="K: independent searches (and SGD seeds), seeds seed + 1000k")
+    p.add_argument("--diversity-images", type=int, default=1000, help="test images for CKA and N_eff")
+
+
 def rounds_args(p):
     from .rounds import CARRY
     p.add_argument("--rounds", type=int, default=3, help="rounds of search + learning (round 0 is the paper's)")
