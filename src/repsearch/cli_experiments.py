@@ -41,6 +41,14 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_neuroevolution(args) -> int:
+    if args.part == "baseline":
+        from .param_search import ESParams, parameter_baseline
+        es = ESParams(population=args.es_population, sigma=args.es_sigma, lr=args.es_lr, batch=args.es_batch)
+        if es.population < 2 or es.population % 2 or es.sigma <= 0 or es.lr <= 0 or es.batch < 1 or args.budget_scale <= 0:
+            raise UserError("--es-population must be even and >= 2; --es-sigma, --es-lr, --budget-scale > 0; "
+                            "--es-batch >= 1")
+        return _experiment(args, "neuroevolution", parameter_baseline, es=es, budget_scale=args.budget_scale,
+                           progress=not args.no_progress)
     from .neuroevolution import alignment_experiment
     sigmas = tuple(float(v) for v in args.sigmas.split(","))
     pops = tuple(int(v) for v in args.populations.split(","))
@@ -97,9 +105,17 @@ def sweep_args(p):
 
 
 def neuroevolution_args(p):
-    p.add_argument("--sigmas", default="1e-4,1e-3,1e-2,1e-1", help="mutation scales")
-    p.add_argument("--populations", default="256,1024,4096", help="proposals per measurement")
-    p.add_argument("--images", type=int, default=256, help="training images in the loss")
+    p.add_argument("--part", choices=("alignment", "baseline"), default="alignment",
+                   help="alignment: cosine of the mean accepted step with -grad; baseline: ES on the weights at "
+                        "the search's FLOPs, against search + learning and SGD")
+    p.add_argument("--sigmas", default="1e-4,1e-3,1e-2,1e-1", help="alignment: mutation scales")
+    p.add_argument("--populations", default="256,1024,4096", help="alignment: proposals per measurement")
+    p.add_argument("--images", type=int, default=256, help="alignment: training images in the loss")
+    p.add_argument("--es-population", type=int, default=64, help="baseline: ES candidates per generation (even)")
+    p.add_argument("--es-sigma", type=float, default=0.01, help="baseline: ES perturbation scale")
+    p.add_argument("--es-lr", type=float, default=0.01, help="baseline: Adam step size")
+    p.add_argument("--es-batch", type=int, default=100, help="baseline: images in each generation's fitness")
+    p.add_argument("--budget-scale", type=float, default=1.0, help="baseline: ES FLOPs as a multiple of the search's")
 
 
 def diversity_args(p):
