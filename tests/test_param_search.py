@@ -46,13 +46,14 @@ def test_evolve_spends_exactly_the_stated_forward_passes_and_lowers_the_loss():
     seen = []
     model.stages[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
     es = ESParams(population=8, sigma=0.05, lr=0.05, batch=16, chunk=1)
-    per_gen = es.population * es.batch * forward_flops(model, (4,))
+    per_gen = es.population * es.batch
     loss0 = nn.functional.cross_entropy(model.head(model.stages[1](model.stages[0](x))), y).item()
     seen.clear()
-    res = evolve(model, x, y, budget_flops=40.5 * per_gen, es=es, seed=0)
-    assert res["generations"] == 40 and res["flops"] == 40 * per_gen
+    res = evolve(model, x, y, budget_forwards=40.5 * per_gen, es=es, seed=0)
+    assert res["generations"] == 40 and res["forwards"] == 40 * per_gen
     assert seen[0] == 2  # the FLOP counter's probe (two zero inputs), then the generations:
     assert sum(seen[1:]) == 40 * es.population * es.batch  # one forward per candidate and image, nothing more
+    assert res["flops"] == 40 * per_gen * forward_flops(model, (4,))
     loss1 = nn.functional.cross_entropy(model.head(model.stages[1](model.stages[0](x))), y).item()
     assert loss1 < loss0 - 0.1  # the weights written back are the evolved ones, and better
 

@@ -8,9 +8,12 @@ the whole population, centered-rank utilities, and the gradient estimate
 `torch.func.functional_call` + `vmap`. BatchNorm runs on statistics calibrated on clean training
 images and frozen, as in the search network (a candidate's fitness then depends on it alone).
 
-Compute is counted in FLOPs (PyTorch's flop counter, as the search and training summaries): the
-budget is the search's `flops_total`, i.e. its partial forwards counted at their real cost, and
-each generation costs P x batch full forward passes.
+Compute is counted in forward passes of one image, as the issue asks: the budget is the number
+of candidate evaluations the representation-space search made (each the forward of one image
+through the rest of the network from a search point, so a partial forward), and each generation
+costs P x batch full forward passes: the ES gets at least the search's compute. FLOPs are
+reported beside it (PyTorch's flop counter; it counts matmuls and convolutions, so the untrained
+search network's skipped identity convolutions cost nothing there).
 """
 from __future__ import annotations
 
@@ -46,10 +49,10 @@ def es_gradient(eps: torch.Tensor, losses: torch.Tensor, sigma: float) -> torch.
     return -(centered_ranks(losses) @ eps) / (len(losses) * sigma)
 
 
-def evolve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, budget_flops: float, es: ESParams, *,
+def evolve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, budget_forwards: float, es: ESParams, *,
            seed: int = 0, evaluate=None, checkpoints: int = 8) -> dict:
     """Run OpenAI-ES on `model`'s weights (in place) until the next generation would exceed
-    `budget_flops`. `evaluate(model) -> dict` is called at `checkpoints` generations spaced
+    `budget_forwards` forward passes of one image. `evaluate(model) -> dict` is called at `checkpoints` generations spaced
     geometrically and at the end; returns the curve and the totals."""
     if es.population < 2 or es.population % 2:
         raise ValueError("the ES population must be even and >= 2 (antithetic pairs)")
@@ -61,8 +64,9 @@ def evolve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, budget_flop
     unflat = lambda flat: {n: t.reshape(shapes[n]) for n, t in zip(names, flat.split(sizes))}
     batched = vmap(lambda flat, xb, yb: F.cross_entropy(functional_call(net, unflat(flat), (xb,)), yb),
                    in_dims=(0, None, None))
-    per_generation = es.population * es.batch * forward_flops(model, tuple(x.shape[1:]), str(x.device))
-    generations = int(budget_flops // per_generation)
+    per_generation = es.population * es.batch
+    flops_per_forward = forward_flops(model, tuple(x.shape[1:]), str(x.device))
+    generations = int(budget_forwards // per_generation)
     marks = sorted({max(1, round(generations ** (i / checkpoints))) for i in range(1, checkpoints + 1)} | {generations})
     g = torch.Generator(device=x.device).manual_seed(seed)
     opt = torch.optim.Adam([theta.requires_grad_(True)], lr=es.lr)
@@ -80,7 +84,8 @@ def evolve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, budget_flop
             curve.append(_checkpoint(gen, gen * per_generation, theta, net, names, sizes, evaluate,
                                      losses.mean().item()))
     _load(net, names, sizes, theta)
-    return {"generations": generations, "flops_per_generation": per_generation, "flops": generations * per_generation,
+    return {"generations": generations, "forwards_per_generation": per_generation,
+            "forwards": generations * per_generation, "flops": generations * per_generation * flops_per_forward,
             "weights": len(theta), "curve": curve}
 
 
@@ -91,8 +96,8 @@ def _load(net, names, sizes, theta) -> None:
             params[n].copy_(t.reshape(params[n].shape))
 
 
-def _checkpoint(gen, flops, theta, net, names, sizes, evaluate, loss=None) -> dict:
-    rec = {"generation": gen, "flops": flops, "population_loss": loss}
+def _checkpoint(gen, forwards, theta, net, names, sizes, evaluate, loss=None) -> dict:
+    rec = {"generation": gen, "forwards": forwards, "population_loss": loss}
     if evaluate is not None:
         _load(net, names, sizes, theta)
         rec.update(evaluate(net.net))
@@ -104,7 +109,8 @@ def parameter_baseline(prep, cfg, out_dir, es: ESParams, budget_scale: float = 1
     """`repsearch neuroevolution --part baseline`: the pipeline's SGD baseline and search +
     learning (run/resumed in OUT/seed{S}), then OpenAI-ES on the learner's architecture (fresh,
     data-dependent init, BatchNorm calibrated and frozen) on the same training images with
-    `budget_scale` x the search's FLOPs; every method's test accuracy against its FLOPs."""
+    `budget_scale` x the search's forward passes; every method's test accuracy against its
+    forward passes (a training step counts 3: forward and backward)."""
     from pathlib import Path
     from .models import build_model, init_from_data
     from .pipeline import run_seed
@@ -122,13 +128,14 @@ def parameter_baseline(prep, cfg, out_dir, es: ESParams, budget_scale: float = 1
     model = model.to(x.device)
     test, val = prep.images("test"), prep.images("val")
     score = lambda m: {"test_accuracy": test_model(m, *test)["accuracy"], "val_accuracy": test_model(m, *val)["accuracy"]}
-    search_flops = seed["search"]["flops_total"]
-    result = evolve(model, x, y, budget_scale * search_flops, es, seed=cfg.seed, evaluate=score)
-    first = next(iter(seed["learn"]))
-    methods = {"sgd": {"test_accuracy": _first(seed["sgd"])["test_accuracy"], "flops": _first(seed["sgd"])["train_flops"]},
-               "search_learn": {"test_accuracy": seed["learn"][first]["test_accuracy"],
-                                "flops": search_flops + seed["learn"][first]["train_flops"], "search_flops": search_flops},
-               "param_es": {"test_accuracy": result["curve"][-1]["test_accuracy"], "flops": result["flops"]}}
+    s = seed["search"]
+    search_forwards = s["evaluations_per_image_mean"] * s["images"]
+    result = evolve(model, x, y, budget_scale * search_forwards, es, seed=cfg.seed, evaluate=score)
+    sgd, learn = _first(seed["sgd"]), seed["learn"][next(iter(seed["learn"]))]
+    methods = {"sgd": {"test_accuracy": sgd["test_accuracy"], "forwards": _training_forwards(sgd, prep)},
+               "search_learn": {"test_accuracy": learn["test_accuracy"], "search_forwards": search_forwards,
+                                "forwards": search_forwards + _training_forwards(learn, prep)},
+               "param_es": {"test_accuracy": result["curve"][-1]["test_accuracy"], "forwards": result["forwards"]}}
     summary = {"es": vars(es), "budget_scale": budget_scale, "methods": methods, "es_run": result}
     atomic_write_json(out / "param_search.json", summary)
     plot_baseline(summary, out / "param_search.png")
@@ -140,16 +147,22 @@ def _first(d: dict) -> dict:
     return d[next(iter(d))]
 
 
+def _training_forwards(summary: dict, prep) -> int:
+    """A gradient step costs about 3 forward passes per image (forward + backward)."""
+    epochs = summary.get("epochs_run") or sum(d["epochs_run"] for d in summary["depths"])
+    return 3 * epochs * len(prep.split.train)
+
+
 def plot_baseline(summary: dict, path) -> None:
     """Test accuracy against training FLOPs: the ES curve, search + learning, SGD."""
     from .plots import plt
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    curve = [c for c in summary["es_run"]["curve"] if c["flops"] > 0]
-    ax.plot([c["flops"] for c in curve], [100 * c["test_accuracy"] for c in curve], "o-", label="ES on the weights")
+    curve = [c for c in summary["es_run"]["curve"] if c["forwards"] > 0]
+    ax.plot([c["forwards"] for c in curve], [100 * c["test_accuracy"] for c in curve], "o-", label="ES on the weights")
     for key, label, marker in (("search_learn", "search + learning", "s"), ("sgd", "SGD", "^")):
         m = summary["methods"][key]
-        ax.plot([m["flops"]], [100 * m["test_accuracy"]], marker, markersize=9, label=label)
-    ax.set(xscale="log", xlabel="training FLOPs", ylabel="test accuracy (%)",
+        ax.plot([m["forwards"]], [100 * m["test_accuracy"]], marker, markersize=9, label=label)
+    ax.set(xscale="log", xlabel="forward passes of one image (a gradient step: 3)", ylabel="test accuracy (%)",
            title="parameter-space ES vs representation-space search")
     ax.legend(fontsize=7)
     fig.tight_layout()
