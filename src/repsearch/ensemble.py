@@ -152,6 +152,9 @@ def plot_ensemble(result: dict, path: Path) -> None:
     bx.set(xlabel="block", ylabel="mean pairwise linear CKA", title="similarity of members' representations")
     for a in (ax, bx):
         a.legend(fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+    for a in (ax, bx):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

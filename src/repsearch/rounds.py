@@ -128,6 +128,9 @@ def plot_rounds(result: dict, path: Path) -> None:
         bx.plot([r["round"] for r in recs], [r["ce_per_point"][p]["end"] for r in recs], marker="o", label=f"point {p}")
     bx.set(xlabel="round", ylabel="searched CE (end)", yscale="log", title="searched CE per point")
     bx.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+    for a in (ax, bx):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
