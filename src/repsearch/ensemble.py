@@ -138,9 +138,7 @@ def markdown(result: dict) -> str:
 
 def plot_ensemble(result: dict, path: Path) -> None:
     """Left: ensemble accuracy vs members per family. Right: mean pairwise CKA per block."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import plt, save
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
     for f, label in FAMILIES.items():
         m = result["families"][f]
@@ -150,11 +148,4 @@ def plot_ensemble(result: dict, path: Path) -> None:
         bx.plot(range(len(blocks)), [m[b] for b in blocks], marker="o", label=label)
     ax.set(xlabel="members in the ensemble", ylabel="test accuracy (%)", title="ensemble accuracy")
     bx.set(xlabel="block", ylabel="mean pairwise linear CKA", title="similarity of members' representations")
-    for a in (ax, bx):
-        a.legend(fontsize=8)
-    from matplotlib.ticker import MaxNLocator
-    for a in (ax, bx):
-        a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, integer_x=(ax, bx), legends=(ax, bx))

@@ -81,7 +81,7 @@ def gradient_alignment(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma
 
 
 def plot_alignment(rows: list[dict], path) -> None:
-    from .plots import plt
+    from .plots import plt, save
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for i, population in enumerate(sorted({r["population"] for r in rows})):
         pts = sorted((r["sigma"], r["cosine"], r["predicted_cosine"]) for r in rows if r["population"] == population)
@@ -90,10 +90,7 @@ def plot_alignment(rows: list[dict], path) -> None:
         ax.axhline(pts[0][2], color=color, linestyle="--", linewidth=0.8)
     ax.set(xscale="log", xlabel="mutation scale sigma", ylabel="cosine(mean accepted step, -grad)",
            title="Neuroevolution vs gradient (dashed: first-order prediction)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110, legends=(ax,))
 
 
 def alignment_experiment(prep, cfg, out_dir, sigmas=(1e-4, 1e-3, 1e-2, 1e-1), populations=(256, 1024, 4096),

@@ -155,7 +155,7 @@ def _training_forwards(summary: dict, prep) -> int:
 
 def plot_baseline(summary: dict, path) -> None:
     """Test accuracy against training FLOPs: the ES curve, search + learning, SGD."""
-    from .plots import plt
+    from .plots import plt, save
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     curve = [c for c in summary["es_run"]["curve"] if c["forwards"] > 0]
     ax.plot([c["forwards"] for c in curve], [100 * c["test_accuracy"] for c in curve], "o-", label="ES on the weights")
@@ -164,7 +164,4 @@ def plot_baseline(summary: dict, path) -> None:
         ax.plot([m["forwards"]], [100 * m["test_accuracy"]], marker, markersize=9, label=label)
     ax.set(xscale="log", xlabel="forward passes of one image (a gradient step: 3)", ylabel="test accuracy (%)",
            title="parameter-space ES vs representation-space search")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110, legends=(ax,))

@@ -8,6 +8,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+
+def save(fig, path: Path, dpi: int = 120, integer_x=(), legends=()) -> None:
+    """Finish a figure: integer ticks on the x axes of `integer_x`, a small legend on `legends`,
+    tight layout, write, close (so long runs do not accumulate open figures)."""
+    from matplotlib.ticker import MaxNLocator
+    for ax in integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in legends:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
 def plot_search_curves(curves: dict, path: Path) -> None:
     """Mean best and mean population cross-entropy per generation, one panel per search point."""
     n = len(curves)

@@ -112,9 +112,7 @@ def _headline(records: list[dict], sgd: float) -> dict:
 
 def plot_rounds(result: dict, path: Path) -> None:
     """Left: test accuracy per round (scratch, warm) against SGD. Right: searched CE per point."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import plt, save
     recs = result["rounds"]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
     for kind, marker in (("scratch", "o"), ("warm", "s")):
@@ -123,14 +121,7 @@ def plot_rounds(result: dict, path: Path) -> None:
             ax.plot(*zip(*pts), marker=marker, label=f"learned ({kind})")
     ax.axhline(100 * result["sgd_test_accuracy"], color="k", ls="--", label="SGD")
     ax.set(xlabel="round", ylabel="test accuracy (%)", title="accuracy per round")
-    ax.legend()
     for p in range(len(recs[0]["ce_per_point"])):
         bx.plot([r["round"] for r in recs], [r["ce_per_point"][p]["end"] for r in recs], marker="o", label=f"point {p}")
     bx.set(xlabel="round", ylabel="searched CE (end)", yscale="log", title="searched CE per point")
-    bx.legend(fontsize=7)
-    from matplotlib.ticker import MaxNLocator
-    for a in (ax, bx):
-        a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, integer_x=(ax, bx), legends=(ax, bx))
