@@ -54,3 +54,22 @@ def test_damaged_cache_is_named_by_verify_and_refused_by_train(cache_dir, tmp_pa
 def test_every_chunk_record_carries_checksums_of_its_rows(cache_dir):
     record = json.loads((cache_dir / "chunks" / "00000.json").read_text())
     assert set(record["checksums"]) == {"block0", "block1", "block2", "logits", "ce", "evals"}
+
+
+def test_values_beyond_the_cache_dtype_are_refused_before_anything_is_written(tmp_path):
+    """Raw targets can exceed float16's range: writing them would store inf silently."""
+    import numpy as np
+    import pytest
+    import torch
+    from repsearch.cache import TargetCache
+    from repsearch.errors import UserError
+    cache = TargetCache.create(tmp_path / "c", config={}, fingerprint="f", dataset="d", indices=np.arange(10),
+                               labels=np.zeros(10), shapes=[(4, 3, 3), (10,)], dtype="float16", chunk_images=5,
+                               network_state={"w": torch.zeros(3)})
+    big = torch.full((5, 4, 3, 3), 1e6)
+    args = (torch.zeros(5, 10), torch.ones(5), torch.ones(5, dtype=torch.int64), {})
+    with pytest.raises(UserError, match="search.dtype=float32"):
+        cache.write_chunk(0, [big, args[0]], *args[1:])
+    assert not cache.done_chunks() and np.load(tmp_path / "c" / "block0.npy")[:5].max() == 0
+    cache.write_chunk(0, [big / 1e3, args[0]], *args[1:])  # within range: written
+    assert cache.done_chunks() == {0}
