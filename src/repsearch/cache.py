@@ -138,22 +138,23 @@ class TargetCache:
         record's presence is what makes the chunk complete."""
         from .verify import rows_checksum
         a, b = self.chunk_rows(c)
-        rows = {name: t.detach().cpu().numpy() for name, t in (*zip(self.names, reps), ("ce", ce), ("evals", evals))}
-        for name, v in rows.items():  # finite values that the cache's dtype cannot hold: refuse before writing
-            if np.issubdtype(v.dtype, np.floating) and np.isfinite(v).all() and not np.isfinite(v.astype(self.dtype_of(name))).all():
-                raise UserError(f"search point {name} has values beyond the range of the cache's {self.dtype_of(name)} "
+        arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r+")
+                  for name in (*self.names, "ce", "evals")}
+        rows = {}
+        for (name, arr), t in zip(arrays.items(), (*reps, ce, evals)):
+            v = t.detach().cpu().numpy()
+            rows[name] = v.astype(arr.dtype)
+            # finite values that the cache's dtype cannot hold (e.g. raw targets in float16): refuse, write nothing
+            if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(rows[name]).all() and np.isfinite(v).all():
+                raise UserError(f"search point {name} has values beyond the range of the cache's {arr.dtype} "
                                 f"(largest {float(np.abs(v).max()):.3g}); set search.dtype=float32 and search again into a "
                                 "new directory")
-        for name, v in rows.items():
-            arr = np.load(self.path / f"{name}.npy", mmap_mode="r+")
-            arr[a:b] = v.astype(arr.dtype)
+        for name, arr in arrays.items():
+            arr[a:b] = rows[name]
             arr.flush()
-            del arr
+        del arrays
         record = {**record, "checksums": rows_checksum(self, a, b)}
         atomic_write_json(self.path / "chunks" / f"{c:05d}.json", {"chunk": c, "rows": [a, b], **record})
-
-    def dtype_of(self, name: str) -> np.dtype:
-        return np.load(self.path / f"{name}.npy", mmap_mode="r").dtype
 
     def finalize(self, extra: dict) -> None:
         self.manifest.update(extra, complete=True)
