@@ -46,7 +46,8 @@ def rows() -> list[dict]:
         r("optimizer-plain", "learning optimizer", "no wd, constant lr, no bias scaler",
           ["learn.weight_decay=0", "learn.warmup=0", "learn.final_lr=1", "learn.bias_scaler=1"], True),
         r("smooth-child", "smoothing", "whole child", ["search.smooth=child"]),
-        r("target-raw", "target space", "raw parents", ["search.target_space=raw"]),
+        # raw representations exceed float16's range (the fp16 cache refuses them): a float32 cache
+        r("target-raw", "target space", "raw parents (float32 cache)", ["search.target_space=raw", "search.dtype=float32"]),
         r("bn-batch", "search BatchNorm", "batch statistics", ["search.bn=batch"]),
         r("noise-fresh", "noise source", "fresh normals", ["search.noise=fresh"]),
         r("blur-zero", "smoothing borders", "zero padding counts", ["search.blur_border=zero"]),
