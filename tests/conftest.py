@@ -1,5 +1,8 @@
+import io
 import os
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -24,3 +27,23 @@ def need(name: str):
 @pytest.fixture
 def data_root() -> str:
     return str(DATA)
+
+
+class CliResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli_in_process(*args: str) -> CliResult:
+    """`repsearch ARGS` through the CLI's own main() in this process: the exit code, stdout and
+    stderr a subprocess would give, without paying torch's import (~3 s) per call. What only a
+    real process shows (signals, torchrun, `python -m`) keeps its subprocess tests."""
+    from repsearch.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(map(str, args)))
+        except SystemExit as e:  # argparse's own exits
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    return CliResult(code, out.getvalue(), err.getvalue())

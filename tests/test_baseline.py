@@ -16,7 +16,7 @@ def test_baseline_on_digits_reaches_90_percent():
 @pytest.mark.slow
 @need("fashion-mnist")
 def test_baseline_on_real_fashion_mnist(data_root):
-    cfg = resolve("cpu-fashion", ["data.subset=10000", "baseline.epochs=3", "model.widths=[32,32,32]"],
+    cfg = resolve("cpu-fashion", ["data.subset=6000", "baseline.epochs=3", "model.widths=[32,32,32]"],
                   **{"data.root": data_root})
     summary = run_baseline(prepare(cfg), cfg, progress=False)
     assert summary["test_accuracy"] >= 0.80, summary
@@ -25,7 +25,7 @@ def test_baseline_on_real_fashion_mnist(data_root):
 @pytest.mark.slow
 @need("mnist")
 def test_baseline_on_real_mnist_reaches_97_percent(data_root):
-    cfg = resolve("cpu-mnist", ["data.subset=20000", "baseline.epochs=4", "model.widths=[32,32,32]"],
+    cfg = resolve("cpu-mnist", ["data.subset=10000", "baseline.epochs=3", "model.widths=[32,32,32]"],
                   **{"data.root": data_root})
     summary = run_baseline(prepare(cfg), cfg, progress=False)
     assert summary["test_accuracy"] >= 0.97, summary

@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+from .conftest import cli_in_process
+
 
 def run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "repsearch", *args], capture_output=True, text=True, cwd=cwd)
@@ -28,7 +30,8 @@ def test_user_errors_one_line_exit_2_nothing_written(tmp_path, args, message):
             pytest.skip("CUDA is available here")
         message = "CUDA is not available"
     out = tmp_path / "run"
-    r = run_cli(*args, "--out", str(out)) if "--bogus" not in args else run_cli(*args)
+    # in this process (torch's import once), but one case through `python -m repsearch`: exit code 2 there too
+    r = run_cli(*args) if "--bogus" in args else cli_in_process(*args, "--out", str(out))
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], r.stderr
@@ -37,7 +40,7 @@ def test_user_errors_one_line_exit_2_nothing_written(tmp_path, args, message):
 
 
 def test_config_command_prints_resolved_config():
-    r = run_cli("config", "--preset", "quickstart", "--set", "seed=7")
+    r = cli_in_process("config", "--preset", "quickstart", "--set", "seed=7")
     assert r.returncode == 0
     assert json.loads(r.stdout)["seed"] == 7
 
@@ -76,16 +79,16 @@ def test_baseline_cli_writes_run_directory(tmp_path):
 
 def test_scaling_and_diversity_commands_write_json_and_png(tmp_path):
     tiny = ["--set", "model.widths=[8,8,8]", "--set", "search.generations=[2,2,2,3]", "--set", "data.subset=40"]
-    r = run_cli("scaling", "--preset", "quickstart", *tiny, "--images", "6", "--pop-sizes", "6,12",
+    r = cli_in_process("scaling", "--preset", "quickstart", *tiny, "--images", "6", "--pop-sizes", "6,12",
                 "--generations", "0,2", "--out", str(tmp_path / "s"), "--no-progress")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "s" / "scaling.json").exists() and (tmp_path / "s" / "scaling_population.png").exists()
-    r = run_cli("diversity", "--preset", "quickstart", *tiny, "--set", "search.pop_size=12", "--set", "search.top_k=2",
+    r = cli_in_process("diversity", "--preset", "quickstart", *tiny, "--set", "search.pop_size=12", "--set", "search.top_k=2",
                 "--set", "search.n_explore=5", "--set", "search.n_refine=5", "--images", "4", "--runs", "3",
                 "--out", str(tmp_path / "d"), "--no-progress")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "d" / "diversity.json").exists() and (tmp_path / "d" / "summary.json").exists()
-    r = run_cli("diversity", "--preset", "quickstart", "--runs", "0", "--out", str(tmp_path / "bad"))
+    r = cli_in_process("diversity", "--preset", "quickstart", "--runs", "0", "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and not (tmp_path / "bad").exists()
 
 
@@ -96,14 +99,14 @@ def test_out_must_be_a_directory_this_run_may_own(tmp_path):
     afile.write_text("keep me")
     base = ["baseline", "--preset", "quickstart", "--set", "baseline.epochs=1", "--no-progress"]
     for out, message in ((afile, "is a file, not a directory"), (afile / "run", "cannot create it under")):
-        r = run_cli(*base, "--out", str(out))
+        r = cli_in_process(*base, "--out", str(out))
         lines = [x for x in r.stderr.splitlines() if x.strip()]
         assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
     assert afile.read_text() == "keep me"
     run = tmp_path / "run"
-    assert run_cli(*base, "--out", str(run)).returncode == 0
+    assert cli_in_process(*base, "--out", str(run)).returncode == 0
     before = (run / "config.json").read_text()
-    r = run_cli(*base, "--set", "seed=3", "--out", str(run))
+    r = cli_in_process(*base, "--set", "seed=3", "--out", str(run))
     assert r.returncode == 2 and "holds another run (seed differs" in r.stderr, r.stderr
     assert (run / "config.json").read_text() == before
-    assert run_cli(*base, "--set", "engine.chunk_images=7", "--out", str(run)).returncode == 0
+    assert cli_in_process(*base, "--set", "engine.chunk_images=7", "--out", str(run)).returncode == 0

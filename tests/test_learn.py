@@ -163,8 +163,8 @@ def test_resumed_training_gives_the_same_weights(tiny_cache, tmp_path):
 def test_end_to_end_run_on_digits_beats_chance_by_far(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "repsearch", "run", "--preset", "quickstart", "--no-progress",
-                        "--set", "search.generations=[15,8,8,3]", "--set", "learn.epochs=15",
-                        "--set", "baseline.epochs=10", "--out", str(out)], capture_output=True, text=True)
+                        "--set", "search.generations=[15,8,8,3]", "--set", "learn.epochs=10",
+                        "--set", "baseline.epochs=10", "--set", "data.subset=600", "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["search_test_accuracy"] > 0.6 and s["sgd_test_accuracy"] > 0.9, s
@@ -179,8 +179,8 @@ def test_end_to_end_run_on_digits_beats_chance_by_far(tmp_path):
         assert [r["epoch"] for r in records if "epoch" in r and "cos_block0" in r][:3] == [0, 1, 2]
     # a second call reuses every stage
     r2 = subprocess.run([sys.executable, "-m", "repsearch", "run", "--preset", "quickstart", "--no-progress",
-                         "--set", "search.generations=[15,8,8,3]", "--set", "learn.epochs=15",
-                         "--set", "baseline.epochs=10", "--out", str(out)], capture_output=True, text=True)
+                         "--set", "search.generations=[15,8,8,3]", "--set", "learn.epochs=10",
+                         "--set", "baseline.epochs=10", "--set", "data.subset=600", "--out", str(out)], capture_output=True, text=True)
     assert r2.returncode == 0
     assert json.loads((out / "summary.json").read_text())["search_test_accuracy"] == s["search_test_accuracy"]
 

@@ -3,10 +3,10 @@ a real browser (headless Chromium, where installed), and a run with missing piec
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
+from .conftest import cli_in_process
 from .test_search import TINY
 
 RUN = ["--preset", "quickstart", "--no-progress", "--set", "data.subset=200", "--set", "learn.epochs=3",
@@ -15,7 +15,7 @@ RUN = ["--preset", "quickstart", "--no-progress", "--set", "data.subset=200", "-
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "repsearch", *args], capture_output=True, text=True)
+    return cli_in_process(*args)
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def test_cache_reader_serves_rows_by_dataset_index(tmp_path):
 @pytest.mark.slow
 @need("fashion-mnist")
 def test_search_on_real_fashion_mnist_makes_progress_at_every_layer(tmp_path, data_root):
-    cfg = resolve("cpu-fashion", ["model.widths=[32,32,32]", "search.generations=[15,8,8,3]"],
+    cfg = resolve("cpu-fashion", ["model.widths=[32,32,32]", "search.generations=[15,8,8,3]", "engine.compile=[]"],
                   **{"data.root": data_root})
     net, rows, x, y = search_setup(cfg, 48)
     untrained = torch.nn.functional.cross_entropy(net.model(x), y).item()

@@ -15,6 +15,8 @@ from repsearch.errors import UserError
 from repsearch.models import build_model
 from repsearch.search import images_for, run_search
 
+from .conftest import cli_in_process
+
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_SEARCH = {"pop_size": 12, "top_k": 2, "n_explore": 5, "n_refine": 5}
 THREE_POINTS = ["search.generations=[6,4,4]", "search.alpha=[0.3,0.2,0.3]", "search.boost=[3,3,1]",
@@ -32,9 +34,12 @@ def cli(*args):
     ("not_a_factory", "has no callable 'not_a_factory'"),
     ("missing_name", "has no callable 'missing_name'"),
 ])
-def test_a_model_that_breaks_the_contract_gets_one_line_and_exit_2(tmp_path, factory, message):
+def test_a_model_that_breaks_the_contract_gets_one_line_and_exit_2(tmp_path, monkeypatch, factory, message):
+    """In this process, the fixtures' directory first on the path as `python -m` puts the working
+    directory (the other tests here run a real process from it)."""
+    monkeypatch.syspath_prepend(str(FIXTURES))
     out = tmp_path / "run"
-    r = cli("search", "--preset", "quickstart", "--set", f"model.name=user_models:{factory}", "--out", str(out))
+    r = cli_in_process("search", "--preset", "quickstart", "--set", f"model.name=user_models:{factory}", "--out", str(out))
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
     assert not out.exists()

@@ -1,8 +1,5 @@
 """A damaged target cache is found and named in one line (exit 2), never learned from."""
 import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -10,6 +7,7 @@ from repsearch.config import resolve
 from repsearch.data import prepare
 from repsearch.search import run_search
 
+from .conftest import cli_in_process
 from .test_search import TINY
 
 ARGS = ["--preset", "quickstart", *sum((["--set", t] for t in [*TINY, "data.subset=30", "learn.epochs=1", "learn.batch_size=10",
@@ -24,7 +22,7 @@ def cache_dir(tmp_path):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "repsearch", *args], capture_output=True, text=True)
+    return cli_in_process(*args)
 
 
 def _rewrite_rows(path, fn):

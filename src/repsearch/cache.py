@@ -143,7 +143,8 @@ class TargetCache:
         rows = {}
         for (name, arr), t in zip(arrays.items(), (*reps, ce, evals)):
             v = t.detach().cpu().numpy()
-            rows[name] = v.astype(arr.dtype)
+            with np.errstate(over="ignore"):  # an overflow is checked for, and named, just below
+                rows[name] = v.astype(arr.dtype)
             # finite values that the cache's dtype cannot hold (e.g. raw targets in float16): refuse, write nothing
             if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(rows[name]).all() and np.isfinite(v).all():
                 raise UserError(f"search point {name} has values beyond the range of the cache's {arr.dtype} "
