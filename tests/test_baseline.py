@@ -41,3 +41,18 @@ def test_early_stopping_and_a_step_budget(tmp_path):
     assert res["epochs_run"] == 5  # 184 training images: 2 steps per epoch
     epochs = [json.loads(x)["epoch"] for x in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4, 5]
+
+
+def test_a_step_cap_scales_epochs_down_with_the_training_set():
+    """max_steps lowers `epochs` to the whole epochs its steps cover (rounded up); min_steps wins
+    over it; both off leaves `epochs` alone."""
+    from types import SimpleNamespace
+    from repsearch.training import planned_epochs
+
+    def tc(**k):
+        return SimpleNamespace(**{"epochs": 20, "min_steps": 0, "max_steps": 0, **k})
+    assert planned_epochs(tc(), 221) == 20
+    assert planned_epochs(tc(max_steps=2200), 221) == 10  # 55,200 images at batch 250: 2,210 steps
+    assert planned_epochs(tc(max_steps=2200), 111) == 20  # 27,600 images: 2,220 steps, the tuned budget
+    assert planned_epochs(tc(max_steps=2200), 37) == 20  # a smaller set keeps `epochs`
+    assert planned_epochs(tc(max_steps=10, min_steps=50), 5) == 10

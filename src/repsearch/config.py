@@ -65,8 +65,10 @@ class TrainConfig:
     # Early stopping: stop after `patience` epochs without a better validation accuracy (0 = off);
     # the best epoch's weights are kept either way. The same rule for the learner and the baseline.
     patience: int = 0
-    # Budget in optimizer steps: small training sets get epochs enough for `min_steps` steps (0 = off).
+    # Budget in optimizer steps: `epochs`, raised so that a small training set gets at least
+    # `min_steps` steps and lowered so that a large one gets at most about `max_steps` (0 = off).
     min_steps: int = 0
+    max_steps: int = 0
 
 
 @dataclass

@@ -192,8 +192,12 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
 
 
 def planned_epochs(tc, steps_per_epoch: int) -> int:
-    """`epochs`, raised so that a small training set still gets `min_steps` optimizer steps."""
-    return max(tc.epochs, -(-tc.min_steps // max(1, steps_per_epoch)))
+    """`epochs`, lowered to the whole epochs that `max_steps` covers (rounded up, so a large
+    training set keeps the steps a preset was tuned with), then raised so that a small training
+    set still gets `min_steps` optimizer steps."""
+    per = max(1, steps_per_epoch)
+    epochs = min(tc.epochs, -(-tc.max_steps // per)) if tc.max_steps else tc.epochs
+    return max(epochs, -(-tc.min_steps // per))
 
 
 class _Step(nn.Module):
