@@ -23,18 +23,23 @@ def test_the_sgd_baseline_reaches_its_accuracy(data_root, preset, dataset, subse
 
 def test_early_stopping_and_a_step_budget(tmp_path):
     """patience: training stops `patience` epochs after the best validation accuracy (here the
-    first: a learning rate too small to change anything); min_steps raises the epochs of a small
+    first: a learning rate too small to change anything), only with patience_min_val validation
+    images or more; min_steps raises the epochs of a small
     training set to that many optimizer steps."""
     import json
     from repsearch.runs import RunDir
     from repsearch.config import resolve
     from repsearch.data import prepare
     from repsearch.baseline import train_baseline
-    cfg = resolve("quickstart", ["model.name=mlp", "model.widths=[16,16,16]", "data.subset=200", "baseline.epochs=30",
-                                 "baseline.patience=2", "baseline.lr=1e-12"])
+    stalled = ["model.name=mlp", "model.widths=[16,16,16]", "data.subset=200", "baseline.epochs=30",
+               "baseline.patience=2", "baseline.lr=1e-12"]
+    cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=16"])  # 16 validation images
     _, res = train_baseline(prepare(cfg), cfg, 1, RunDir(tmp_path / "p", {}, "cpu"), progress=False)
     assert res["best_epoch"] == 1 and res["epochs_run"] == 3
     assert len((tmp_path / "p" / "metrics.jsonl").read_text().splitlines()) == 3
+    cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=17"])  # too few to select on: no stopping
+    _, res = train_baseline(prepare(cfg), cfg, 1, None, progress=False)
+    assert res["epochs_run"] == 30
     cfg = resolve("quickstart", ["model.name=mlp", "model.widths=[16,16,16]", "data.subset=200", "baseline.epochs=1",
                                  "baseline.min_steps=10", "baseline.batch_size=100"])
     _, res = train_baseline(prepare(cfg), cfg, 1, RunDir(tmp_path / "s", {}, "cpu"), progress=False)

@@ -182,13 +182,18 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
             from .storage import atomic_torch_save
             atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
                                "gen": loader.generator.get_state(), "aug_gen": loader.aug_generator.get_state()}, checkpoint)
-        if tc.patience and state["epoch"] - state["best_epoch"] >= tc.patience:
+        if stops_early(tc, len(val[1])) and state["epoch"] - state["best_epoch"] >= tc.patience:
             break  # early stopping: no better validation accuracy for `patience` epochs
     bar.close()
     model.load_state_dict(state["best_state"])
     model.eval()
     return {"best_val_accuracy": state["best_acc"], "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
             "epochs_planned": epochs, "images_per_s": images_seen / max(1e-9, time.time() - t0)}
+
+
+def stops_early(tc, val_images: int) -> bool:
+    """Early stopping is on when `patience` is set and the validation set can resolve epochs."""
+    return bool(tc.patience) and val_images >= tc.patience_min_val
 
 
 def planned_epochs(tc, steps_per_epoch: int) -> int:

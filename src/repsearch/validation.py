@@ -76,7 +76,7 @@ RANGES = {
         "lr": (0, None, False), "momentum": (0, 0.999, True), "weight_decay": (0, None, True),
         "bias_scaler": (0, None, False), "warmup": (0, 1, True), "final_lr": (0, None, True),
         "label_smoothing": (0, 1, True)}.items()},
-    **{f"{t}.{k}": (0, None, True) for t in ("learn", "baseline") for k in ("patience", "min_steps", "max_steps")},
+    **{f"{t}.{k}": (0, None, True) for t in ("learn", "baseline") for k in ("patience", "patience_min_val", "min_steps", "max_steps")},
     "learn.kl_weight": (0, None, True), "learn.entropy_images": (2, None, True), "learn.head_lr_scale": (0, None, False),
 }
 
