@@ -24,7 +24,7 @@ def test_the_sgd_baseline_reaches_its_accuracy(data_root, preset, dataset, subse
 def test_early_stopping_and_a_step_budget(tmp_path):
     """patience: training stops `patience` epochs after the best validation accuracy (here the
     first: a learning rate too small to change anything), only with patience_min_val validation
-    images or more; min_steps raises the epochs of a small
+    images or more; with fewer, `select = "auto"` keeps the last epoch, "best" the best; min_steps raises the epochs of a small
     training set to that many optimizer steps."""
     import json
     from repsearch.runs import RunDir
@@ -39,7 +39,10 @@ def test_early_stopping_and_a_step_budget(tmp_path):
     assert len((tmp_path / "p" / "metrics.jsonl").read_text().splitlines()) == 3
     cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=17"])  # too few to select on: no stopping
     _, res = train_baseline(prepare(cfg), cfg, 1, None, progress=False)
-    assert res["epochs_run"] == 30
+    assert res["epochs_run"] == 30 and res["best_epoch"] == 30  # select = "auto": the last epoch's weights
+    cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=17", "baseline.select=best"])
+    _, res = train_baseline(prepare(cfg), cfg, 1, None, progress=False)
+    assert res["epochs_run"] == 30 and res["best_epoch"] == 1
     cfg = resolve("quickstart", ["model.name=mlp", "model.widths=[16,16,16]", "data.subset=200", "baseline.epochs=1",
                                  "baseline.min_steps=10", "baseline.batch_size=100"])
     _, res = train_baseline(prepare(cfg), cfg, 1, RunDir(tmp_path / "s", {}, "cpu"), progress=False)
@@ -61,3 +64,32 @@ def test_a_step_cap_scales_epochs_down_with_the_training_set():
     assert planned_epochs(tc(max_steps=2200), 111) == 20  # 27,600 images: 2,220 steps, the tuned budget
     assert planned_epochs(tc(max_steps=2200), 37) == 20  # a smaller set keeps `epochs`
     assert planned_epochs(tc(max_steps=10, min_steps=50), 5) == 10
+
+
+def test_speed_options_change_the_speed_not_the_training():
+    """baseline/learn.memory_format and .compile are speed only: channels_last weights (checked on
+    the conv weights' strides) and a torch.compile'd step train to the same weights as the
+    contiguous eager step, within float rounding; a bad memory format is a user error."""
+    import torch
+    from repsearch.baseline import train_baseline
+    from repsearch.errors import UserError
+    from repsearch.training import prepare_model_for_device
+    small = ["model.widths=[8,8,8]", "data.subset=300", "baseline.epochs=2", "baseline.batch_size=64"]
+
+    def trained(*extra):
+        cfg = resolve("quickstart", [*small, *extra])
+        model, res = train_baseline(prepare(cfg), cfg, 1, None, progress=False)
+        return model, res
+
+    eager, _ = trained()
+    cl, _ = trained("baseline.memory_format=channels_last")
+    convs = [m.weight for m in cl.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.weight.shape[-1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    compiled, res = trained("baseline.compile=true")
+    assert res["steady_images_per_s"] > 0
+    ref = eager.state_dict()
+    for other in (cl, compiled):
+        for k, v in other.state_dict().items():
+            assert torch.allclose(v.float(), ref[k].float(), rtol=1e-3, atol=1e-4), k
+    with pytest.raises(UserError, match="memory_format"):
+        prepare_model_for_device(torch.nn.Linear(2, 2), "cpu", "nhwc")

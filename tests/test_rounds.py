@@ -14,7 +14,8 @@ from repsearch.search import fingerprint_for, weights_hash
 
 TINY = ["model.widths=[8,8,8]", "search.pop_size=8", "search.top_k=2", "search.n_explore=3", "search.n_refine=3",
         "search.generations=[3,2,2,3]", "data.subset=120", "learn.epochs=3", "learn.batch_size=20",
-        "baseline.epochs=1", "baseline.batch_size=20", "learn.probe_images=50", "learn.entropy_images=20"]
+        "baseline.epochs=1", "baseline.batch_size=20", "learn.probe_images=50", "learn.entropy_images=20",
+        "learn.select=best"]  # 3 epochs on 110 images: the best of them, not the last, is a learned network
 
 
 @pytest.fixture(scope="module")

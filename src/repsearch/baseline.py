@@ -24,7 +24,7 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
     val = prep.images("val")
     model, _ = build_model(cfg, "baseline", prep.dataset.shape, prep.dataset.num_classes, depth=depth, init=tc.init)
     init_from_data(model, train_x.cpu())
-    model = prepare_model_for_device(model, dev)
+    model = prepare_model_for_device(model, dev, tc.memory_format)
     check_batch(len(train_y), tc.batch_size, "baseline.batch_size")
     loader = DeviceLoader(train_x, train_y, tc.batch_size, augment=tc.augment, fixed_batches=tc.fixed_batches,
                           seed=cfg.seed)
@@ -33,7 +33,7 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
     def loss_fn(m, idx, x, y):
         logits = staged_logits(m, x).float()
         loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=tc.label_smoothing)
-        return loss, {"loss": loss.item() / len(y), "accuracy": (logits.argmax(1) == y).float().mean().item()}
+        return loss, {"loss": loss.detach() / len(y), "accuracy": (logits.argmax(1) == y).float().mean()}
 
     ck = (run.path / f"checkpoint-depth{depth}.pt") if run else None
     stats = fit(model, loader, opt, tc, loss_fn=loss_fn, val=val, run=run, tag=f"sgd-depth{depth}",
@@ -42,7 +42,8 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
         run.save(model.state_dict(), f"model-depth{depth}.pt")
     flops = forward_flops(model, prep.dataset.shape, dev)
     return model, {"depth": depth, "val_accuracy": stats["best_val_accuracy"], "best_epoch": stats["best_epoch"],
-                   "images_per_s": stats["images_per_s"], "forward_flops_per_image": flops,
+                   "images_per_s": stats["images_per_s"], "steady_images_per_s": stats["steady_images_per_s"],
+                   "forward_flops_per_image": flops,
                    "epochs_run": stats["epochs_run"], "train_flops": 3 * flops * stats["epochs_run"] * len(train_y)}
 
 

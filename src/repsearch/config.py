@@ -68,10 +68,18 @@ class TrainConfig:
     # ...only with at least this many validation images: fewer cannot tell epochs apart (at 80, one
     # image is 1.25 points; at 1,000 Fashion-MNIST images patience 4 cost the learner 2.7 points).
     patience_min_val: int = 1000
+    # Which epoch's weights are kept: "best" by validation accuracy, "last", or "auto": the best
+    # with >= patience_min_val validation images, else the last (the lr has decayed to final_lr).
+    select: str = "auto"
     # Budget in optimizer steps: `epochs`, raised so that a small training set gets at least
     # `min_steps` steps and lowered so that a large one gets at most about `max_steps` (0 = off).
     min_steps: int = 0
     max_steps: int = 0
+    # Speed only (issue 22): "channels_last" or "contiguous" weights and activations ("auto":
+    # channels_last on CUDA only), and the training step's forward+backward under torch.compile
+    # (the first steps pay the compilation; benchmarks/RESULTS.md has what each is worth).
+    memory_format: str = "auto"
+    compile: bool = False
 
 
 @dataclass

@@ -43,7 +43,7 @@ def regression_loss(outputs: list[torch.Tensor], targets: list[torch.Tensor], su
         per_element = err.flatten(1).mean(1)
         per_image = per_element if reduction == "mean" else err.flatten(1).sum(1)
         total = total + per_image.sum() / divisor
-        parts[f"mse_block{l}"] = per_element.mean().item()
+        parts[f"mse_block{l}"] = per_element.mean().detach()  # tensors: no sync inside a compiled step
     return total, parts
 
 
@@ -85,8 +85,8 @@ def make_loss_fn(targets: dict, supervise, lc, weights=None):
         logits = model.head(outs[-1].detach())  # stop-gradient: no KL gradient reaches the body
         kl = head_kl(logits, targets["logits"][idx])
         loss = body + lc.kl_weight * kl
-        parts.update(kl=kl.item() / len(y), head_accuracy=(logits.argmax(1) == y).float().mean().item(),
-                     loss=loss.item() / len(y))
+        parts.update(kl=kl.detach() / len(y), head_accuracy=(logits.argmax(1) == y).float().mean(),
+                     loss=loss.detach() / len(y))
         return loss, parts
 
     return loss_fn
@@ -176,7 +176,7 @@ def fit_to_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, 
         k = num_classes or targets["logits"].shape[1]
         weights = [class_informative_weights(targets[f"block{l}"], y, k) for l in range(n_stages)]
     dev = str(x.device)
-    model = prepare_model_for_device(model, dev)
+    model = prepare_model_for_device(model, dev, lc.memory_format)
     check_batch(len(y), lc.batch_size, "learn.batch_size")
     loader = DeviceLoader(x, y, lc.batch_size, augment=augment, fixed_batches=lc.fixed_batches, seed=seed)
     opt = make_optimizer(split_parameters(model, lc), lc, lc.batch_size)
@@ -212,7 +212,8 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
     flops = forward_flops(model, prep.dataset.shape, dev)
     summary = {"test_accuracy": test["accuracy"], "val_accuracy": stats["best_val_accuracy"],
                "best_epoch": stats["best_epoch"], "supervise": stats["supervise"], "augment": augment,
-               "images_per_s": stats["images_per_s"], "train_flops": 3 * flops * stats["epochs_run"] * len(train_y),
+               "images_per_s": stats["images_per_s"], "steady_images_per_s": stats["steady_images_per_s"],
+               "train_flops": 3 * flops * stats["epochs_run"] * len(train_y),
                "epochs_run": stats["epochs_run"],
                **final, "target_baselines": diagnostics.baselines}
     if run:

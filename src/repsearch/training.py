@@ -80,9 +80,12 @@ def autocast_for(device: str):
     return None
 
 
-def prepare_model_for_device(model: nn.Module, device: str) -> nn.Module:
+def prepare_model_for_device(model: nn.Module, device: str, memory_format: str = "auto") -> nn.Module:
     model = model.to(device)
-    if device.startswith("cuda"):
+    if memory_format not in ("auto", "channels_last", "contiguous"):
+        from .errors import UserError
+        raise UserError(f"memory_format must be auto, channels_last or contiguous; got '{memory_format}'")
+    if memory_format == "channels_last" or (memory_format == "auto" and device.startswith("cuda")):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -145,6 +148,10 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
     if epoch_hook is not None and run is not None and state["epoch"] == 0:  # epoch 0: the untrained model
         run.log({"tag": tag, "epoch": 0, **epoch_hook(model, 0)})
     step, world = data_parallel(model, loss_fn), distributed.world()
+    if tc.compile:
+        step = torch.compile(step)  # the same step, traced once per batch shape
+    first_epoch, steady = state["epoch"], None
+    keep_best = selects_best(tc, len(val[1]))
     bar = tqdm(range(state["epoch"], epochs), desc=tag, disable=not (progress and main), leave=False,
                dynamic_ncols=True)
     model.train()
@@ -168,7 +175,7 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
         if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == epochs:
             ev = evaluate(model, *val, autocast=autocast)
             record.update(val_accuracy=ev["accuracy"], val_loss=ev["loss"])
-            if ev["accuracy"] > state["best_acc"]:
+            if ev["accuracy"] > state["best_acc"] or not keep_best:
                 state.update(best_acc=ev["accuracy"], best_epoch=epoch + 1,
                              best_state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
         if epoch_hook is not None:
@@ -178,6 +185,8 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
             run.log(record)
         bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("train_loss", "val_accuracy")})
         state["epoch"] = epoch + 1
+        if epoch == first_epoch:  # after the first epoch: a compiled step's tracing is behind us
+            steady = (time.time(), images_seen)
         if checkpoint is not None and main:
             from .storage import atomic_torch_save
             atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
@@ -188,12 +197,30 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
     model.load_state_dict(state["best_state"])
     model.eval()
     return {"best_val_accuracy": state["best_acc"], "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
-            "epochs_planned": epochs, "images_per_s": images_seen / max(1e-9, time.time() - t0)}
+            "epochs_planned": epochs, "images_per_s": images_seen / max(1e-9, time.time() - t0),
+            "steady_images_per_s": _rate_since(steady, images_seen, time.time())}
+
+
+def _rate_since(mark, images_seen: int, now: float) -> float | None:
+    """Images/s after `mark` = (time, images seen then); None with a single epoch."""
+    if mark is None or images_seen == mark[1]:
+        return None
+    return (images_seen - mark[1]) / max(1e-9, now - mark[0])
 
 
 def stops_early(tc, val_images: int) -> bool:
     """Early stopping is on when `patience` is set and the validation set can resolve epochs."""
     return bool(tc.patience) and val_images >= tc.patience_min_val
+
+
+def selects_best(tc, val_images: int) -> bool:
+    """Keep the best epoch by validation, or the last one: under `select = "auto"` the best only
+    when the validation set can resolve epochs (>= patience_min_val images). At 80 images one
+    image is 1.25 points, and the choice among late epochs is noise (docs/learnability.md)."""
+    if tc.select not in ("auto", "best", "last"):
+        from .errors import UserError
+        raise UserError(f"select must be auto, best or last; got '{tc.select}'")
+    return tc.select == "best" or (tc.select == "auto" and val_images >= tc.patience_min_val)
 
 
 def planned_epochs(tc, steps_per_epoch: int) -> int:
