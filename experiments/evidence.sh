@@ -2,6 +2,8 @@
 # The paper's evidence on the CPU presets (issue 20), one step after another (2 cores: never two
 # at once). Every step resumes where it stopped, so the script can be re-run after an interruption.
 #   bash experiments/evidence.sh [DATA_ROOT]     (about 3 hours on 2 cores; each line says its share)
+# The times were estimated with the presets of 2026-11-24; since commit 0432267 `cpu-mnist` and
+# `cpu-fashion` search fewer block-0 generations, so their steps should take less.
 set -euo pipefail
 DATA=${1:-data}
 RS=".venv/bin/repsearch"
