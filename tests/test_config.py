@@ -32,6 +32,8 @@ def test_preset_overrides_defaults():
     ("nope", "expected key=value"),
     ("search.top_k=abc", "expected an integer"),
     ("data.name=imagenet", "data.name must be one of"),
+    ("learn.select=bestest", "learn.select must be one of auto, best, last"),
+    ("baseline.memory_format=nhwc", "baseline.memory_format must be one of"),
     ("search.generations=[]", "needs one value per search point"),
     ("search.fast=false", "has moved: use engine.fast"),
     ("learn.lr=-1", "learn.lr must be > 0"),

@@ -30,6 +30,10 @@ CHOICES = {
     "learn.init": ("dirac", "default"),
     "learn.loss": ("mse", "class_weighted"),
     "learn.reduction": ("mean", "sum"),
+    "learn.select": ("auto", "best", "last"),
+    "baseline.select": ("auto", "best", "last"),
+    "learn.memory_format": ("auto", "channels_last", "contiguous"),
+    "baseline.memory_format": ("auto", "channels_last", "contiguous"),
 }
 PER_POINT = ("generations", "alpha", "boost", "blur", "target_ce", "patience")
 
