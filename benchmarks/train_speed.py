@@ -2,7 +2,8 @@
 of `memory_format` (contiguous / channels_last) x `compile` (off / on), as steady-state images/s
 (after the first epoch, which pays any compilation) and as a ratio to the contiguous eager step.
 
-    python benchmarks/train_speed.py [--preset cpu-mnist] [--images 3000] [--epochs 3] [--set key=value ...]
+    python benchmarks/train_speed.py [--preset cpu-mnist] [--images 3000] [--epochs 3] [--variants eager,compile]
+        [--set key=value ...]
 """
 import json
 import sys
@@ -34,6 +35,7 @@ def main():
     p.add_argument("--preset", default="cpu-mnist")
     p.add_argument("--images", type=int, default=3000)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
     a = p.parse_args()
     base = [f"data.subset={a.images}", "search.generations=[1,1,1,1]", "learn.probe_images=200", *a.overrides]
     cfg = resolve(a.preset, base, **{"data.root": a.data_root})
@@ -42,7 +44,8 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache, _ = run_search(prep, cfg, Path(tmp) / "cache", progress=False)
-        for name, variant in VARIANTS.items():
+        for name in a.variants.split(","):
+            variant = VARIANTS[name]
             c = resolve(a.preset, [*base, *overrides("learn", variant, a.epochs), *overrides("baseline", variant, a.epochs)],
                         **{"data.root": a.data_root})
             _, learn = train_from_cache(prep, c, cache, progress=False)

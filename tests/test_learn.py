@@ -97,6 +97,31 @@ def test_no_label_or_kl_gradient_reaches_the_body(tiny_cache):
         assert torch.allclose(a, p.grad, atol=1e-6)
 
 
+def test_channels_last_learner_meets_targets_in_its_layout_with_the_same_loss(tiny_cache):
+    """learn.memory_format=channels_last converts the 4-d targets once (no per-step strided copy
+    in the loss) and leaves the loss and the body's gradients as they were, within rounding."""
+    from repsearch.training import in_layout, prepare_model_for_device
+    cfg, prep, cache = tiny_cache
+    targets, idx, x, y = _batch(cfg, prep, cache)
+    cl_targets = in_layout(targets, "cpu", "channels_last")
+    assert in_layout(targets, "cpu", "auto") is targets
+    four_d = [k for k in targets if targets[k].dim() == 4]
+    assert four_d and all(cl_targets[k].is_contiguous(memory_format=torch.channels_last) for k in four_d)
+    assert any(not cl_targets[k].is_contiguous() for k in four_d)  # where H*W > 1 the layouts differ
+    assert torch.equal(cl_targets["logits"], targets["logits"])
+    grads, losses = [], []
+    for fmt, tg in (("contiguous", targets), ("channels_last", cl_targets)):
+        model = prepare_model_for_device(build_learner(prep, cfg), "cpu", fmt)
+        loss, _ = make_loss_fn(tg, [0, 1, 2], cfg.learn)(model, idx, x, y)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(*grads):  # the sums run in another order: equal to float rounding, relative to the norm
+        assert (a - b).norm() <= 1e-4 * a.norm() + 1e-6
+
+
 def test_skip_block0_leaves_block0_unsupervised_but_trained(tiny_cache):
     cfg, prep, cache = tiny_cache
     model = build_learner(prep, cfg)

@@ -23,7 +23,8 @@ from .errors import UserError
 from .models import build_model, init_from_data
 from .models.staged import forward_flops, stage_outputs
 from .runs import RunDir
-from .training import autocast_for, evaluate, fit, make_optimizer, prepare_model_for_device, standard_groups
+from .training import (autocast_for, evaluate, fit, in_layout, make_optimizer, prepare_model_for_device,
+                       standard_groups)
 from .verify import verify_cache
 
 
@@ -40,8 +41,9 @@ def regression_loss(outputs: list[torch.Tensor], targets: list[torch.Tensor], su
         err = (outputs[l].float() - targets[l].float()).pow(2)
         if weights is not None:
             err = err * weights[l]
-        per_element = err.flatten(1).mean(1)
-        per_image = per_element if reduction == "mean" else err.flatten(1).sum(1)
+        dims = tuple(range(1, err.dim()))  # not flatten(1): that copies a channels_last tensor
+        per_element = err.mean(dims)
+        per_image = per_element if reduction == "mean" else err.sum(dims)
         total = total + per_image.sum() / divisor
         parts[f"mse_block{l}"] = per_element.mean().detach()  # tensors: no sync inside a compiled step
     return total, parts
@@ -177,6 +179,7 @@ def fit_to_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, 
         weights = [class_informative_weights(targets[f"block{l}"], y, k) for l in range(n_stages)]
     dev = str(x.device)
     model = prepare_model_for_device(model, dev, lc.memory_format)
+    targets = in_layout(targets, dev, lc.memory_format)
     check_batch(len(y), lc.batch_size, "learn.batch_size")
     loader = DeviceLoader(x, y, lc.batch_size, augment=augment, fixed_batches=lc.fixed_batches, seed=seed)
     opt = make_optimizer(split_parameters(model, lc), lc, lc.batch_size)

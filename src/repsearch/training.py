@@ -80,14 +80,25 @@ def autocast_for(device: str):
     return None
 
 
-def prepare_model_for_device(model: nn.Module, device: str, memory_format: str = "auto") -> nn.Module:
-    model = model.to(device)
+def channels_last(device: str, memory_format: str = "auto") -> bool:
+    """Whether training runs in channels_last: asked for, or "auto" on CUDA."""
     if memory_format not in ("auto", "channels_last", "contiguous"):
         from .errors import UserError
         raise UserError(f"memory_format must be auto, channels_last or contiguous; got '{memory_format}'")
-    if memory_format == "channels_last" or (memory_format == "auto" and device.startswith("cuda")):
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return memory_format == "channels_last" or (memory_format == "auto" and device.startswith("cuda"))
+
+
+def prepare_model_for_device(model: nn.Module, device: str, memory_format: str = "auto") -> nn.Module:
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last(device, memory_format) else model
+
+
+def in_layout(tensors: dict, device: str, memory_format: str = "auto") -> dict:
+    """4-d tensors (regression targets) in the layout the model computes in, so that the loss
+    subtracts like from like instead of paying a strided copy per block per step."""
+    if not channels_last(device, memory_format):
+        return tensors
+    return {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in tensors.items()}
 
 
 def freeze_whitening_bias(model: nn.Module) -> None:
