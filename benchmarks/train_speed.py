@@ -37,6 +37,9 @@ def main():
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
     a = p.parse_args()
+    unknown = set(a.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     base = [f"data.subset={a.images}", "search.generations=[1,1,1,1]", "learn.probe_images=200", *a.overrides]
     cfg = resolve(a.preset, base, **{"data.root": a.data_root})
     prep = prepare(cfg)
