@@ -8,8 +8,8 @@ import torch
 from repsearch import analysis
 from repsearch.config import resolve
 from repsearch.data import prepare
-from repsearch.learn import (Diagnostics, build_learner, class_informative_weights, head_kl, make_loss_fn,
-                             regression_loss, train_from_cache)
+from repsearch.learn import (Diagnostics, build_learner, class_informative_weights, fit_to_targets, head_kl,
+                             make_loss_fn, regression_loss, train_from_cache)
 from repsearch.models.staged import stage_outputs
 from repsearch.search import run_search
 
@@ -161,6 +161,35 @@ def test_class_mean_learner_gets_the_class_mean_cosine(tiny_cache):
         assert cos[f"cos_block{l}"] == pytest.approx(diag.baselines[l]["class_mean"], abs=1e-5)
 
 
+def test_epoch_diagnostics_reuse_the_validation_pass_and_measure_the_same(tiny_cache):
+    """The training loop's validation pass hands its stage outputs to the diagnostics hook: one
+    forward over the validation images per epoch instead of two, with the same measurements.
+    Outputs of other images are never taken for the validation images'."""
+    from repsearch.training import evaluate
+    cfg, prep, cache = tiny_cache
+    diag = Diagnostics(prep, cache, probe_images=150)
+    model = build_learner(prep, cfg)
+    val_x, val_y = prep.images("val")
+    ev = evaluate(model, val_x, val_y, keep_outputs=True)
+    assert ev["accuracy"] == evaluate(model, val_x, val_y)["accuracy"]
+    fresh = diag.hook(model, 1)
+    reused = diag.hook(model, 1, val_outputs=(val_x.clone(), ev["outputs"]))
+    assert fresh.keys() == reused.keys()
+    for k in fresh:
+        assert reused[k] == pytest.approx(fresh[k], rel=1e-5, abs=1e-6), k
+    other = [torch.zeros_like(o) for o in ev["outputs"]]
+    assert diag.hook(model, 1, val_outputs=(val_x + 1, other)) == pytest.approx(fresh, rel=1e-5)
+
+    forwarded = []
+    model.stem.register_forward_hook(lambda m, inp, out: forwarded.append(len(out)) if not m.training else None)
+    c = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=2", "learn.batch_size=50",
+                               "learn.probe_images=150", "learn.patience=0"])
+    targets = cache.load(cache.rows_for(prep.split.train.numpy()), "cpu", torch.float32)
+    fit_to_targets(model, *prep.images("train"), targets, c.learn, val=(val_x, val_y), epoch_hook=diag.hook,
+                   progress=False)
+    assert sum(forwarded) == 2 * len(val_y)  # eval-mode forwards: the validation images once per epoch
+
+
 def test_resumed_training_gives_the_same_weights(tiny_cache, tmp_path):
     from repsearch.runs import RunDir
     cfg, prep, cache = tiny_cache
@@ -176,7 +205,7 @@ def test_resumed_training_gives_the_same_weights(tiny_cache, tmp_path):
     diag = Diagnostics(prep, cache, probe_images=150)
     orig_hook = diag.hook
     # save happens after the hook, so stop at epoch 2's hook: epoch 1 is checkpointed
-    diag.hook = lambda model, e: (_ for _ in ()).throw(Stop()) if e == 2 else orig_hook(model, e)
+    diag.hook = lambda model, e, **kw: (_ for _ in ()).throw(Stop()) if e == 2 else orig_hook(model, e, **kw)
     with pytest.raises(Stop):
         train_from_cache(prep, cfg1, cache, run, progress=False, diagnostics=diag)
     assert (tmp_path / "resumed" / "checkpoint-learn.pt").exists()

@@ -132,10 +132,14 @@ class Diagnostics:
                                                          analysis.probe_features(va[l]), self.val_y, k)
                 for l in self.stages}
 
-    def hook(self, model, epoch: int) -> dict:
+    def hook(self, model, epoch: int, val_outputs=None) -> dict:
         """Per epoch (epoch 0: before any step): cosines to the searched targets, collision
-        entropies, and every `probe_every` epochs the linear probes."""
-        outs = analysis.block_outputs(model, self.val_x)
+        entropies, and every `probe_every` epochs the linear probes. `val_outputs` = (images,
+        stage outputs) from the training loop's validation pass: reused when those images are
+        this object's validation images, recomputed otherwise."""
+        seen_x, seen = val_outputs if val_outputs is not None else (None, None)
+        same = seen is not None and seen_x.shape == self.val_x.shape and torch.equal(seen_x, self.val_x)
+        outs = seen if same else analysis.block_outputs(model, self.val_x)
         rec = {**self.cosines(model, outs), **self.entropies(outs)}
         if self.probe_every and epoch > 0 and epoch % self.probe_every == 0:
             rec.update(self.probes(model))

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .models.staged import logits as staged_logits
+from .models.staged import logits as staged_logits, stage_outputs
 
 
 def torch_lr(lr: float, momentum: float) -> float:
@@ -53,16 +53,27 @@ def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000, autocast=None) -> dict:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000, autocast=None,
+             keep_outputs: bool = False) -> dict:
+    """Accuracy and mean cross-entropy in eval mode. `keep_outputs`: also return every stage's
+    output ("outputs", fp32), so that per-epoch diagnostics on the same images need no second
+    forward pass (at 4,800 MNIST validation images that pass is ~12 s of a ~160 s epoch on CPU)."""
     model.eval()
-    correct, loss = 0, 0.0
+    correct, loss, outs = 0, 0.0, []
     for i in range(0, len(y), batch_size):
         with autocast() if autocast else _null():
-            logits = staged_logits(model, x[i:i + batch_size]).float()
+            if keep_outputs:
+                outs.append(stage_outputs(model, x[i:i + batch_size]))
+                logits = model.head(outs[-1][-1]).float()
+            else:
+                logits = staged_logits(model, x[i:i + batch_size]).float()
         correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
         loss += nn.functional.cross_entropy(logits, y[i:i + batch_size], reduction="sum").item()
     model.train()
-    return {"accuracy": correct / max(1, len(y)), "loss": loss / max(1, len(y))}
+    result = {"accuracy": correct / max(1, len(y)), "loss": loss / max(1, len(y))}
+    if keep_outputs:
+        result["outputs"] = [torch.cat([batch[k] for batch in outs]).float() for k in range(len(model.stages))]
+    return result
 
 
 class _null:
@@ -134,7 +145,9 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
     loss_fn(model, idx, x, y) -> (loss summed over the batch, dict of floats to log). After each
     epoch the model is scored on `val` = (x, y) and the best state by validation accuracy is kept.
     `checkpoint` (a path) saves everything needed to resume after each epoch, and resumes from it.
-    epoch_hook(model, epoch) -> dict adds diagnostics to the epoch's metrics record.
+    epoch_hook(model, epoch, val_outputs=None) -> dict adds diagnostics to the epoch's metrics
+    record; val_outputs = (val images, their stage outputs) from the epoch's validation pass, so a
+    hook measuring the same images reuses them instead of running the forward again.
     """
     import copy
     import time
@@ -183,14 +196,17 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(y)
         record = {"tag": tag, "epoch": epoch + 1, **{f"train_{k}": v / n for k, v in sums.items()}}
+        val_outputs = None
         if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == epochs:
-            ev = evaluate(model, *val, autocast=autocast)
+            ev = evaluate(model, *val, autocast=autocast, keep_outputs=epoch_hook is not None)
+            val_outputs = (val[0], ev.pop("outputs")) if epoch_hook is not None else None
             record.update(val_accuracy=ev["accuracy"], val_loss=ev["loss"])
             if ev["accuracy"] > state["best_acc"] or not keep_best:
                 state.update(best_acc=ev["accuracy"], best_epoch=epoch + 1,
                              best_state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
         if epoch_hook is not None:
-            record.update(epoch_hook(model, epoch + 1))
+            record.update(epoch_hook(model, epoch + 1, val_outputs=val_outputs))
+        del val_outputs
         record["images_per_s"] = images_seen / max(1e-9, time.time() - t0)
         if run is not None:
             run.log(record)
