@@ -181,3 +181,17 @@ def test_a_rank_killed_mid_training_with_restarts_resumes_from_the_checkpoint(tm
     a, b = torch.load(full / "model-depth1.pt"), torch.load(killed / "model-depth1.pt")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_ranks_whose_validation_scores_disagree_stop_early_together():
+    """Each rank evaluates its own copy of the model (another rank's BatchNorm statistics differ by
+    its last batch), so their scores can disagree; rank 0's decides the best epoch and the stop for
+    all, or a rank that stopped would leave the other waiting at a collective (a 30,000-image
+    MNIST run ended so, its learner stopped by patience at epoch 10)."""
+    script = os.path.join(os.path.dirname(__file__), "fixtures", "ddp_early_stop.py")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert sorted(x["rank"] for x in ranks) == [0, 1]
+    assert {(x["epochs_run"], x["best_epoch"]) for x in ranks} == {(4, 2)}  # rank 0's scores: best at 2, patience 2

@@ -201,6 +201,9 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
         if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == epochs:
             ev = evaluate(model, *val, autocast=autocast, keep_outputs=epoch_hook is not None)
             val_outputs = (val[0], ev.pop("outputs")) if epoch_hook is not None else None
+            # rank 0's score decides for every rank: another rank's BatchNorm statistics differ by
+            # its last batch, and ranks that disagreed on stopping early would part at a collective
+            ev = distributed.broadcast(ev)
             record.update(val_accuracy=ev["accuracy"], val_loss=ev["loss"])
             if ev["accuracy"] > state["best_acc"] or not keep_best:
                 state.update(best_acc=ev["accuracy"], best_epoch=epoch + 1,
