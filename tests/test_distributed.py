@@ -183,15 +183,40 @@ def test_a_rank_killed_mid_training_with_restarts_resumes_from_the_checkpoint(tm
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
-def test_ranks_whose_validation_scores_disagree_stop_early_together():
+def test_ranks_whose_validation_scores_disagree_stop_early_together(tmp_path):
     """Each rank evaluates its own copy of the model (another rank's BatchNorm statistics differ by
     its last batch), so their scores can disagree; rank 0's decides the best epoch and the stop for
     all, or a rank that stopped would leave the other waiting at a collective (a 30,000-image
     MNIST run ended so, its learner stopped by patience at epoch 10)."""
     script = os.path.join(os.path.dirname(__file__), "fixtures", "ddp_early_stop.py")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script],
-                       capture_output=True, text=True, env=ENV, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
+                        str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    ranks = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
     assert sorted(x["rank"] for x in ranks) == [0, 1]
     assert {(x["epochs_run"], x["best_epoch"]) for x in ranks} == {(4, 2)}  # rank 0's scores: best at 2, patience 2
+
+
+def test_shared_measurements_run_once_each_and_reach_every_rank(tmp_path):
+    """`distributed.shared` splits independent jobs over the ranks (the learner's final test and
+    probes on one, the untrained control on the other): each job runs on exactly one rank, every
+    rank gets every result in order, and a job that raised stops every rank."""
+    script = os.path.join(os.path.dirname(__file__), "fixtures", "ddp_shared.py")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
+                        str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = {k: json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)}
+    assert ranks[0]["ran"] == [0, 2] and ranks[1]["ran"] == [1]
+    expected = [{"job": 0, "rank": 0}, {"job": 1, "rank": 1}, {"job": 2, "rank": 0}]
+    assert ranks[0]["results"] == ranks[1]["results"] == expected
+    assert ranks[1]["failure"] == "ValueError: job 1 failed"
+    assert ranks[0]["failure"].startswith("UserError: another rank failed")
+
+
+def test_shared_in_one_process_runs_every_job_in_order():
+    from repsearch import distributed
+    order = []
+    assert distributed.shared([lambda: order.append("a") or 1, lambda: order.append("b") or 2]) == [1, 2]
+    assert order == ["a", "b"]
+    with pytest.raises(ZeroDivisionError):
+        distributed.shared([lambda: 1 / 0])

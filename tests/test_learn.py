@@ -190,6 +190,32 @@ def test_epoch_diagnostics_reuse_the_validation_pass_and_measure_the_same(tiny_c
     assert sum(forwarded) == 2 * len(val_y)  # eval-mode forwards: the validation images once per epoch
 
 
+def test_final_measurements_forward_the_validation_images_once_and_the_control_once_per_init(tiny_cache):
+    """The trained model's cosines and probes share one validation forward, and the untrained
+    control is computed once per distinct initial weights (every variant of a seed shares them)."""
+    cfg, prep, cache = tiny_cache
+    diag = Diagnostics(prep, cache, probe_images=150)
+    model = build_learner(prep, cfg)
+    val_y = prep.images("val")[1]
+    forwarded = []
+    model.stem.register_forward_hook(lambda m, inp, out: forwarded.append(len(out)))
+    final = diag.final(model)
+    assert final == pytest.approx({**diag.cosines(model), **diag.probes(model)}, rel=1e-5)
+    assert forwarded[0] == len(val_y) and sum(forwarded) == 3 * len(val_y) + 2 * 150
+
+    calls = []
+    probes = diag.probes
+    diag.probes = lambda m, *a: calls.append(1) or probes(m, *a)
+    control = diag.control(build_learner(prep, cfg))
+    assert control == {f"untrained_{k}": v for k, v in probes(build_learner(prep, cfg)).items()}
+    assert diag.control(build_learner(prep, cfg)) == control and len(calls) == 1
+    other = build_learner(prep, cfg)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    diag.control(other)
+    assert len(calls) == 2
+
+
 def test_resumed_training_gives_the_same_weights(tiny_cache, tmp_path):
     from repsearch.runs import RunDir
     cfg, prep, cache = tiny_cache

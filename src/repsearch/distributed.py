@@ -95,6 +95,33 @@ def mine(items: list) -> list:
     return items[rank()::world()]
 
 
+def shared(jobs: list):
+    """Run independent jobs (callables) spread over the ranks, every world()-th one per rank, and
+    return every job's result on every rank, in order: N ranks finish N jobs at once instead of
+    each computing all of them. A job that raised raises on its rank; the others stop with one line."""
+    results = [(i, *_attempt(job)) for i, job in list(enumerate(jobs))[rank()::world()]]
+    if dist.is_initialized():
+        gathered = [None] * world()
+        dist.all_gather_object(gathered, [(i, r, e is not None) for i, r, e in results])
+        for _, _, error in results:
+            if error is not None:
+                raise error
+        if any(failed for share in gathered for _, _, failed in share):
+            raise UserError("another rank failed in a shared measurement (its error says why)")
+        results = [(i, r, None) for share in gathered for i, r, _ in share]
+    for _, _, error in results:
+        if error is not None:
+            raise error
+    return [r for _, r, _ in sorted(results, key=lambda t: t[0])]
+
+
+def _attempt(job) -> tuple:
+    try:
+        return job(), None
+    except Exception as e:  # re-raised by `shared` once the other ranks know
+        return None, e
+
+
 def require_single(command: str) -> None:
     """Commands without a multi-process path refuse torchrun in one line rather than run N copies."""
     if launched():
