@@ -105,12 +105,14 @@ def test_run_on_two_ranks_end_to_end(tmp_path):
     figures and report; a second call reuses every stage (the ranks agree on what is done)."""
     args = ["run", "--preset", "quickstart", "--no-progress", "--set", "data.subset=300", "--set", "learn.epochs=2",
             "--set", "baseline.epochs=2", "--set", "learn.probe_images=100", "--set", "search.generations=[3,2,2,2]",
-            "--out", str(tmp_path / "run")]
+            "--set", "learn.head_refit_l2=0.01", "--out", str(tmp_path / "run")]
     r = two_ranks(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0 < summary["sgd_test_accuracy"] <= 1 and (tmp_path / "run" / "report.html").exists()
     assert r.stdout.count("| SGD |") == 1  # printed once, by rank 0
+    refit = json.loads((tmp_path / "run" / "seed0" / "learn-all-noaug" / "summary.json").read_text())["head_refit"]
+    assert refit["objective_after"] <= refit["objective_before"]  # the shared feature forwards, gathered
     again = two_ranks(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["sgd_test_accuracy"] == summary["sgd_test_accuracy"]

@@ -152,6 +152,9 @@ class LearnConfig(TrainConfig):
     probe_every: int = 0  # linear probes every N epochs (0: only at the end; they cost a few seconds)
     probe_images: int = 5000  # training images the probes are fitted on
     entropy_images: int = 1000  # validation images for the collision entropies (Figures 6-7; quadratic cost)
+    # > 0: after learning, refit the head alone on the final features to the searched logits with
+    # this L2 penalty (head_refit.py; not in the paper). 0: the head as learned (paper).
+    head_refit_l2: float = 0.0
 
 
 @dataclass
