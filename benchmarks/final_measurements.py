@@ -4,7 +4,9 @@ against `train_from_cache`'s way (one validation forward, the jobs spread over t
 `distributed.shared`). Prints seconds for each and checks they measure the same.
 
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 benchmarks/final_measurements.py \\
-        --run runs/mnist-60k-b --preset cpu-mnist --set data.subset=0
+        runs/mnist-60k-b --preset cpu-mnist --set data.subset=0
+
+(the run directory is positional: torchrun would take `--run` for its own `--run-path`)
 """
 import json
 import sys
@@ -35,7 +37,7 @@ def timed(fn) -> tuple[float, object]:
 
 def main():
     p = parser(__doc__)
-    p.add_argument("--run", required=True, help="a `repsearch run` directory (seed0/cache, seed0/learn-all-noaug)")
+    p.add_argument("run", help="a `repsearch run` directory (seed0/cache, seed0/learn-all-noaug)")
     p.add_argument("--preset", default="cpu-mnist")
     a = p.parse_args()
     distributed.init("cpu")
