@@ -7,8 +7,8 @@ penalty, and validation and test accuracy are compared with the trained head's.
     python experiments/head_refit.py --run runs/scale3/cpu-fashion-30000 --preset cpu-fashion \
         [--set data.subset=10000] [--l2 1e-3,1e-2] [--model sgd]
 
-Prints one JSON line per head; `--run` is a `repsearch run` directory (seed0/cache and the
-seed0/learn-all-noaug or seed0/sgd-noaug model), `--preset`/`--set` as that run was made. The
+Prints one JSON line per head; `--run` is a `repsearch run` directory (seedN/cache and the
+seedN/learn-all-noaug or seedN/sgd-noaug model, N = the config's seed: `--set seed=N`), `--preset`/`--set` as that run was made. The
 body is never touched, so a refit learner's body still had no label gradient.
 """
 import argparse
@@ -26,13 +26,14 @@ from repsearch.search import fingerprint_for
 
 
 def load_model(a, cfg, prep):
+    """The run's trained learner or SGD baseline, from its seed's directory."""
     if a.model == "sgd":
         model, _ = build_model(cfg, "baseline", prep.dataset.shape, prep.dataset.num_classes, depth=1,
                                init=cfg.baseline.init)
-        model.load_state_dict(torch.load(f"{a.run}/seed0/sgd-noaug/model-depth1.pt"))
+        model.load_state_dict(torch.load(f"{a.run}/seed{cfg.seed}/sgd-noaug/model-depth1.pt"))
     else:
         model = build_learner(prep, cfg)
-        model.load_state_dict(torch.load(f"{a.run}/seed0/learn-all-noaug/model-learn-all-noaug.pt"))
+        model.load_state_dict(torch.load(f"{a.run}/seed{cfg.seed}/learn-all-noaug/model-learn-all-noaug.pt"))
     return model.eval()
 
 
@@ -48,7 +49,7 @@ def main():
     a = p.parse_args()
     cfg = resolve(a.preset, a.overrides, **{"data.root": a.data_root})
     prep = prepare(cfg)
-    cache = TargetCache.open(f"{a.run}/seed0/cache", fingerprint_for(cfg, prep))
+    cache = TargetCache.open(f"{a.run}/seed{cfg.seed}/cache", fingerprint_for(cfg, prep))
     model = load_model(a, cfg, prep)
     images = {s: prep.images(s) for s in ("train", "val", "test")}
     feats = {s: last_stage_outputs(model, x) for s, (x, _) in images.items()}
