@@ -47,3 +47,18 @@ def cli_in_process(*args: str) -> CliResult:
         except SystemExit as e:  # argparse's own exits
             code = e.code if isinstance(e.code, int) else int(e.code is not None)
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    """A 200-image quickstart search (tiny generations) and its config: what learner tests learn from."""
+    from repsearch.config import resolve
+    from repsearch.data import prepare
+    from repsearch.search import run_search
+
+    from .test_search import TINY
+    cfg = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=2", "learn.batch_size=50",
+                                 "learn.probe_images=150"])
+    prep = prepare(cfg)
+    cache, _ = run_search(prep, cfg, tmp_path_factory.mktemp("c") / "cache", progress=False)
+    return cfg, prep, cache

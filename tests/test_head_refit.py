@@ -4,10 +4,8 @@ import pytest
 import torch
 
 from repsearch.config import resolve
-from repsearch.data import prepare
 from repsearch.head_refit import last_stage_outputs, refit_head
 from repsearch.learn import build_learner, head_kl, train_from_cache
-from repsearch.search import run_search
 
 from .test_search import TINY
 
@@ -48,8 +46,8 @@ def test_a_refit_that_cannot_improve_keeps_the_trained_head():
     assert all(torch.equal(v, model.head.state_dict()[k]) for k, v in head.items())
 
 
-def test_last_stage_outputs_are_the_eval_mode_forwards_last_stage(tiny_learn):
-    cfg, prep, _ = tiny_learn
+def test_last_stage_outputs_are_the_eval_mode_forwards_last_stage(tiny_cache):
+    cfg, prep, _ = tiny_cache
     model = build_learner(prep, cfg)
     x = prep.images("val")[0][:30]
     model.eval()
@@ -61,20 +59,11 @@ def test_last_stage_outputs_are_the_eval_mode_forwards_last_stage(tiny_learn):
     assert model.training and torch.allclose(out, ref, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def tiny_learn(tmp_path_factory):
-    cfg = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=2", "learn.batch_size=50",
-                                 "learn.probe_images=100"])
-    prep = prepare(cfg)
-    cache, _ = run_search(prep, cfg, tmp_path_factory.mktemp("c") / "cache", progress=False)
-    return cfg, prep, cache
-
-
-def test_training_with_a_refit_changes_only_the_head_and_reports_it(tiny_learn):
-    cfg, prep, cache = tiny_learn
+def test_training_with_a_refit_changes_only_the_head_and_reports_it(tiny_cache):
+    cfg, prep, cache = tiny_cache
     plain, s0 = train_from_cache(prep, cfg, cache, progress=False)
     cfg_r = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=2", "learn.batch_size=50",
-                                   "learn.probe_images=100", "learn.head_refit_l2=0.01"])
+                                   "learn.probe_images=150", "learn.head_refit_l2=0.01"])
     refit, s1 = train_from_cache(prep, cfg_r, cache, progress=False)
     head = {f"head.{k}" for k in plain.head.state_dict()}
     a, b = plain.state_dict(), refit.state_dict()

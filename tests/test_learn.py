@@ -7,11 +7,9 @@ import torch
 
 from repsearch import analysis
 from repsearch.config import resolve
-from repsearch.data import prepare
 from repsearch.learn import (Diagnostics, build_learner, class_informative_weights, fit_to_targets, head_kl,
                              make_loss_fn, regression_loss, train_from_cache)
 from repsearch.models.staged import stage_outputs
-from repsearch.search import run_search
 
 from .test_search import TINY
 
@@ -54,15 +52,6 @@ def test_class_weights_favour_class_informative_elements():
     noise = torch.randn(200, 1)
     w = class_informative_weights(torch.cat([informative, noise], 1), labels, 2)
     assert w[0] > 10 * w[1] and w.mean().item() == pytest.approx(1.0)
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    cfg = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=2", "learn.batch_size=50",
-                                 "learn.probe_images=150"])
-    prep = prepare(cfg)
-    cache, _ = run_search(prep, cfg, tmp_path_factory.mktemp("c") / "cache", progress=False)
-    return cfg, prep, cache
 
 
 def _batch(cfg, prep, cache, n=16):
