@@ -85,15 +85,18 @@ def linear_probe(train_x, train_y, val_x, val_y, num_classes: int, steps: int = 
 
 
 @torch.no_grad()
-def block_outputs(model, x: torch.Tensor, batch_size: int = 1000) -> list[torch.Tensor]:
-    """Every stage's output of `model` for inputs x, in eval mode, batched."""
+def block_outputs(model, x: torch.Tensor, batch_size: int = 1000, stages=None) -> list[torch.Tensor]:
+    """Every stage's output of `model` for inputs x (or only `stages`' outputs, the others dropped
+    batch by batch), in eval mode, batched."""
     from .models.staged import stage_outputs
     was = model.training
     model.eval()
-    outs = [[] for _ in model.stages]
+    keep = range(len(model.stages)) if stages is None else stages
+    outs = [[] for _ in keep]
     for i in range(0, len(x), batch_size):
-        for k, h in enumerate(stage_outputs(model, x[i:i + batch_size])):
-            outs[k].append(h)
+        hs = stage_outputs(model, x[i:i + batch_size])
+        for k, stage in enumerate(keep):
+            outs[k].append(hs[stage])
     model.train(was)
     return [torch.cat(o) for o in outs]
 
