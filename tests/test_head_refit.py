@@ -75,3 +75,29 @@ def test_training_with_a_refit_changes_only_the_head_and_reports_it(tiny_cache):
     assert s1["val_accuracy"] == r["val_accuracy_after"] and "head_refit" not in s0
     with pytest.raises(Exception, match="head_refit_l2 must be >= 0"):
         resolve("quickstart", ["learn.head_refit_l2=-1"])
+
+
+def _perfect_head_and_misleading_targets():
+    """A head that classifies validation perfectly, and searched logits that point elsewhere."""
+    torch.manual_seed(0)
+    model = _Staged()
+    with torch.no_grad():
+        model.stages[0].weight.copy_(torch.eye(6))
+        model.stages[0].bias.zero_()
+        model.head.weight.copy_(torch.cat([torch.eye(3), torch.zeros(3, 3)], 1) * 5)
+        model.head.bias.zero_()
+    train_x, val_x = torch.randn(300, 6), torch.randn(200, 6)
+    val_y = val_x[:, :3].argmax(1)
+    return model, train_x, train_x[:, [1, 2, 0]] * 5, (val_x, val_y)
+
+
+@pytest.mark.parametrize("select_on_val", [True, False])
+def test_validation_undoes_a_refit_that_lowers_its_accuracy_only_when_it_selects(select_on_val):
+    from repsearch.head_refit import refit_learned_head, refit_val_accuracy
+    model, train_x, searched, val = _perfect_head_and_misleading_targets()
+    trained = {k: v.clone() for k, v in model.head.state_dict().items()}
+    r = refit_learned_head(model, train_x, searched, val, l2=1e-3, select_on_val=select_on_val)
+    assert r["val_accuracy_before"] == 1.0 and r["val_accuracy_after"] < 0.5
+    unchanged = all(torch.equal(v, model.head.state_dict()[k]) for k, v in trained.items())
+    assert r["kept"] is (not select_on_val) and unchanged is select_on_val
+    assert refit_val_accuracy(r) == (1.0 if select_on_val else r["val_accuracy_after"])

@@ -22,11 +22,11 @@ from . import analysis, distributed
 from .cache import TargetCache
 from .data import DeviceLoader, Prepared, check_batch
 from .errors import UserError
-from .head_refit import refit_learned_head
+from .head_refit import refit_learned_head, refit_val_accuracy
 from .models import build_model, init_from_data
 from .models.staged import forward_flops, stage_outputs
 from .runs import RunDir
-from .training import (autocast_for, evaluate, fit, in_layout, make_optimizer, prepare_model_for_device,
+from .training import (autocast_for, evaluate, fit, in_layout, make_optimizer, prepare_model_for_device, selects_best,
                        standard_groups)
 from .verify import verify_cache
 
@@ -235,8 +235,9 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
         supervise=(lc.supervise or None) if supervise is None else supervise, augment=augment, seed=cfg.seed,
         num_classes=prep.dataset.num_classes, run=run, tag=tag, epoch_hook=diagnostics.hook, progress=progress,
         checkpoint=run.path / f"checkpoint-{tag}.pt" if run else None)
-    refit = (refit_learned_head(model, train_x, targets["logits"], prep.images("val"), lc.head_refit_l2)
-             if lc.head_refit_l2 > 0 else None)
+    val = prep.images("val")
+    refit = (refit_learned_head(model, train_x, targets["logits"], val, lc.head_refit_l2,
+                                select_on_val=selects_best(lc, len(val[1]))) if lc.head_refit_l2 > 0 else None)
     # The trained model's measurements on one rank, the untrained control on another (under
     # torchrun; ~60 s and ~40 s on one thread at 60,000 MNIST images, where each rank did both)
     (test, final), control = distributed.shared([
@@ -247,7 +248,7 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
         run.save(model.state_dict(), f"model-{tag}.pt")
     flops = forward_flops(model, prep.dataset.shape, dev)
     summary = {"test_accuracy": test["accuracy"],
-               "val_accuracy": refit["val_accuracy_after"] if refit else stats["best_val_accuracy"],
+               "val_accuracy": refit_val_accuracy(refit) if refit else stats["best_val_accuracy"],
                "best_epoch": stats["best_epoch"], "supervise": stats["supervise"], "augment": augment,
                "images_per_s": stats["images_per_s"], "steady_images_per_s": stats["steady_images_per_s"],
                "train_flops": 3 * flops * stats["epochs_run"] * len(train_y),
