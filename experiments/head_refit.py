@@ -5,10 +5,12 @@ refit on the final eval-mode last-block features of all training images to the s
 penalty, and validation and test accuracy are compared with the trained head's.
 
     python experiments/head_refit.py --run runs/scale3/cpu-fashion-30000 --preset cpu-fashion \
-        [--set data.subset=10000] [--l2 1e-3,1e-2] [--model sgd]
+        [--set data.subset=10000] [--l2 1e-3,1e-2] [--model sgd] [--weights checkpoint]
 
 Prints one JSON line per head; `--run` is a `repsearch run` directory (seedN/cache and the
-seedN/learn-all-noaug or seedN/sgd-noaug model, N = the config's seed: `--set seed=N`), `--preset`/`--set` as that run was made. The
+seedN/learn-all-noaug or seedN/sgd-noaug model, N = the config's seed: `--set seed=N`), `--preset`/`--set` as that run was made.
+A run whose preset refits the head saved the refit model; `--weights checkpoint` starts from the
+learner's kept epoch in its training checkpoint instead (the head before the refit). The
 body is never touched, so a refit learner's body still had no label gradient.
 """
 import argparse
@@ -33,7 +35,10 @@ def load_model(a, cfg, prep):
         model.load_state_dict(torch.load(f"{a.run}/seed{cfg.seed}/sgd-noaug/model-depth1.pt"))
     else:
         model = build_learner(prep, cfg)
-        model.load_state_dict(torch.load(f"{a.run}/seed{cfg.seed}/learn-all-noaug/model-learn-all-noaug.pt"))
+        d = f"{a.run}/seed{cfg.seed}/learn-all-noaug"
+        state = (torch.load(f"{d}/checkpoint-learn-all-noaug.pt", weights_only=False)["state"]["best_state"]
+                 if a.weights == "checkpoint" else torch.load(f"{d}/model-learn-all-noaug.pt"))
+        model.load_state_dict(state)
     return model.eval()
 
 
@@ -46,6 +51,9 @@ def main():
     p.add_argument("--l2", default="1e-3,1e-2")
     p.add_argument("--model", choices=["learner", "sgd"], default="learner",
                    help="whose head: the search-based learner's, or the SGD baseline's (the control)")
+    p.add_argument("--weights", choices=["model", "checkpoint"], default="model",
+                   help="the learner's saved model (after any refit in the run) or its training checkpoint's "
+                        "kept epoch (before it)")
     a = p.parse_args()
     cfg = resolve(a.preset, a.overrides, **{"data.root": a.data_root})
     prep = prepare(cfg)
