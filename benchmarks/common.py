@@ -13,10 +13,13 @@ def copy_bandwidth(device="cpu", n=1 << 24, repeats=5) -> float:
     a = torch.randn(n, device=device)
     b = torch.empty_like(a)
     b.copy_(a)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         b.copy_(a)
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * 4 * n / best
 

@@ -1,6 +1,7 @@
 """Search throughput: candidate evaluations/s per layer phase, plain vs fast path, in one process.
 
-    python benchmarks/search.py [--widths 64,256] [--images 16] [--dataset mnist|digits|...]
+    python benchmarks/search.py [--widths 64,256] [--images 16] [--dataset mnist|digits|...] [--device cuda]
+                                [--set engine.memory_gb=40 ...]
 
 Prints JSON: per width and path, evaluations/s per search point, achieved FLOP/s over a matmul
 peak measured here, and bytes/s of the elementwise mutation work over a copy bandwidth measured here.
@@ -25,16 +26,16 @@ from repsearch.search import flops_from, images_for, open_search  # noqa: E402
 PATHS = {"plain": ("false", "fresh", "[]"), "fast": ("true", "bank", "[]"), "compiled": ("true", "bank", "[0,1,2,3]")}
 
 
-def measure(dataset, width, path, images, gens, data_root):
+def measure(dataset, width, path, images, gens, data_root, device="cpu", overrides=()):
     fast, noise, compiled = PATHS[path]
     cfg = resolve("cpu-mnist", [f"data.name={dataset}", f"model.widths=[{width},{width},{width}]",
                                 "search.pop_size=24", "search.top_k=4", "search.n_explore=10", "search.n_refine=10",
                                 f"search.generations={gens}", f"engine.fast={fast}", f"search.noise={noise}",
                                 f"engine.compile={compiled}",
-                                "data.subset=0"], **{"data.root": data_root})
+                                "data.subset=0", *overrides], device=device, **{"data.root": data_root})
     prep = prepare(cfg)
     problem, params = open_search(cfg, prep)
-    chunk = min(images, chunk_size(problem.shapes, params, cfg.engine))
+    chunk = min(images, chunk_size(problem.shapes, params, cfg.engine, cfg.device))
     images = -(-images // chunk) * chunk  # whole chunks: a smaller last chunk would recompile a compiled graph
     rows = prep.split.pool[:images]
     x, y = images_for(prep, rows[:chunk])  # warm-up: one-time set-up (noise banks, compilation) is not throughput
@@ -60,6 +61,11 @@ def measure(dataset, width, path, images, gens, data_root):
     return {"width": width, "path": path, "chunk_images": chunk, "images": images, "layers": out}
 
 
+def _device_name(device: str) -> str:
+    import torch
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--widths", default="64,256")
@@ -67,14 +73,16 @@ def main():
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--generations", default="[6,4,4,3]")
     p.add_argument("--data-root", default="data")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; references are measured on it too")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="config override, key=value")
     p.add_argument("--paths", default="plain,fast,compiled", help="plain: reference engine; fast: bank noise, "
                    "skipped identity convs; compiled: fast + one torch.compile'd graph per generation")
     a = p.parse_args()
-    ref = references()
+    ref = references(a.device)
     results = []
     for width in map(int, a.widths.split(",")):
         for path in a.paths.split(","):
-            r = measure(a.dataset, width, path, a.images, a.generations, a.data_root)
+            r = measure(a.dataset, width, path, a.images, a.generations, a.data_root, a.device, a.overrides)
             for layer in r["layers"]:
                 layer["fraction_of_matmul_peak"] = layer["achieved_flops"] / ref["matmul_peak_flops"]
                 layer["fraction_of_copy_bandwidth"] = layer["mutation_bytes_per_s"] / ref["copy_bandwidth_bytes_per_s"]
@@ -86,7 +94,7 @@ def main():
             speedups[str(width)] = {path: [f["evaluations_per_s"] / p["evaluations_per_s"]
                                            for f, p in zip(r["layers"], by_path["plain"]["layers"])]
                                     for path, r in by_path.items() if path != "plain"}
-    print(json.dumps({"dataset": a.dataset, "references": ref, "results": results, "over_plain": speedups}, indent=2))
+    print(json.dumps({"dataset": a.dataset, "device": _device_name(a.device), "overrides": a.overrides, "references": ref, "results": results, "over_plain": speedups}, indent=2))
 
 
 if __name__ == "__main__":

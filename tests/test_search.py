@@ -321,3 +321,17 @@ def test_compiled_and_eager_agree_at_a_vector_point():
     for a, b in zip(results["[]"].reps, results["[1]"].reps):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-3)
     assert torch.allclose(results["[]"].ce, results["[1]"].ce, rtol=1e-3, atol=1e-4)
+
+
+def test_chunks_stay_in_a_cpus_caches_but_fill_a_gpus_memory():
+    """The fast path's ~16 MiB working-set cap is a CPU cache heuristic: on CPU it shrinks the
+    chunk, on a GPU only `engine.memory_gb` bounds it (a GPU starved of images runs near idle)."""
+    from repsearch.engine import bytes_per_image, chunk_size
+    cfg = resolve("cpu-mnist", ["model.widths=[256,256,256]", "engine.memory_gb=8"])
+    shapes = [(256, 14, 14), (256, 7, 7), (256, 3, 3), (10,)]
+    params = Params.from_config(cfg.search, shapes)
+    by_memory = min(1024, int(8 * 2 ** 30 // bytes_per_image(shapes, params)))
+    assert chunk_size(shapes, params, cfg.engine, "cuda:0") == by_memory
+    assert chunk_size(shapes, params, cfg.engine, "cpu") < by_memory // 4
+    cfg.engine.fast = False
+    assert chunk_size(shapes, params, cfg.engine, "cpu") == by_memory

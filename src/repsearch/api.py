@@ -78,7 +78,7 @@ def search_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
     configure_search_mode(model, s, e)
     problem, params = StagedProblem(model, shapes, precision=s.precision), Params.from_config(s, shapes)
     ids = list(range(len(images))) if image_ids is None else [int(i) for i in image_ids]
-    chunk = chunk_size(shapes, params, e)
+    chunk = chunk_size(shapes, params, e, images.device.type)
     bar, parts, curves = Progress(params.max_evaluations_per_image * len(images), enabled=progress), [], []
     for a in range(0, len(images), chunk):
         rec = ChunkRecorder(params.n_children)

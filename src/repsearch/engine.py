@@ -210,14 +210,15 @@ def bytes_per_image(shapes: list[tuple], params: Params) -> int:
     return 4 * max(worst, math.prod(shapes[0]) * params.pop_size * 4)
 
 
-def chunk_size(shapes: list[tuple], params: Params, engine) -> int:
-    """Images searched at once: as many as `engine.memory_gb` allows, and with `engine.fast` no
-    more than keep one generation's children within ~16 MiB (measured: on 2 cores, chunks of ~16
-    MNIST images run 3x more evaluations/s than chunks of 256; see docs/performance.md)."""
+def chunk_size(shapes: list[tuple], params: Params, engine, device: str = "cpu") -> int:
+    """Images searched at once: as many as `engine.memory_gb` allows, and on a CPU with
+    `engine.fast` no more than keep one generation's children within ~16 MiB (measured: on 2
+    cores, chunks of ~16 MNIST images run 3x more evaluations/s than chunks of 256; see
+    docs/performance.md). A GPU has no such cache to stay in: it wants the largest chunk."""
     if engine.chunk_images > 0:
         return engine.chunk_images
     by_memory = max(1, min(1024, int(engine.memory_gb * 2 ** 30 // bytes_per_image(shapes, params))))
-    if not engine.fast:
+    if not engine.fast or not str(device).startswith("cpu"):
         return by_memory
     children = params.n_children * max(math.prod(s) for s in shapes) * 4
     return max(1, min(by_memory, WORKING_SET_BYTES // children))

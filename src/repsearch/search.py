@@ -122,7 +122,7 @@ def _open_or_create(cfg, prep, cache_path: Path, fp: str, pool, network=None):
         cache = TargetCache.create(
             cache_path, config=cfg.to_dict(), fingerprint=fp, dataset=prep.dataset.name, indices=pool.numpy(),
             labels=prep.dataset.train_y[pool].numpy(), shapes=problem.shapes, dtype=cfg.search.dtype,
-            chunk_images=chunk_size(problem.shapes, params, cfg.engine),
+            chunk_images=chunk_size(problem.shapes, params, cfg.engine, cfg.device),
             network_state={k: v.cpu() for k, v in problem.model.state_dict().items()})
     elif not cache.complete:
         cache.reserve()
