@@ -4,7 +4,8 @@
 # Stages, in order of what they are worth (each under its own time limit; a failure or timeout is
 # logged and the next stage runs): `bench-fast`, `bench-compiled`, `bench-bf16` (the search's
 # evaluations/s at the paper's width on cifar10-jpeg, as benchmarks/search.py JSON), `mnist60k`
-# (cpu-mnist on all 60,000 MNIST images, end to end), `tests` (tests/test_cuda.py: CUDA against CPU).
+# (cpu-mnist on all 60,000 MNIST images, end to end), `tests` (tests/test_cuda.py: CUDA against CPU),
+# `sgd-precision` (the SGD baseline at 60,000 MNIST images, bf16 autocast against fp32, 4 seeds).
 # On CUDA the search draws from counter streams (`search.rng=counter`: per-image torch.Generators
 # would cost a kernel launch per image per draw) and sizes chunks from `engine.memory_gb`.
 set -uo pipefail
@@ -15,6 +16,7 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}   # DEVICE=cpu IMAGES=8 MNIST_EXTRA="--set data.subset=600": a smoke test of this script
 IMAGES=${IMAGES:-2048}
 read -r -a MNIST_EXTRA <<<"${MNIST_EXTRA:-}"
+read -r -a SGD_EXTRA <<<"${SGD_EXTRA:-}"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 LOG=$OUT/session.log
@@ -44,6 +46,9 @@ for s in $STAGES; do
       (cd "$OUT/runs" && find mnist60k -size -4M \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' \
         -o -name '*.html' -o -name '*.png' -o -name '*.toml' \) | tar czf "$OUT/mnist60k.tgz" -T -)
       rm -rf "$OUT/runs" ;;
+    sgd-precision)
+      stage $s 200 "$OUT/$s.jsonl" "$PY" benchmarks/sgd_precision.py --device "$DEVICE" --preset cpu-mnist \
+        --data-root "$DATA" --set data.subset=0 --seeds 0,1,2,3 --precisions bf16,fp32 --lrs 2.0,1.0 "${SGD_EXTRA[@]}" ;;
     tests) stage $s 200 - "$PY" -m pytest -q -p no:cacheprovider -ra tests/test_cuda.py ;;
     *) echo "unknown stage $s" >>"$LOG" ;;
   esac

@@ -38,12 +38,12 @@ def measure(dataset, width, path, images, gens, data_root, device="cpu", overrid
     chunk = min(images, chunk_size(problem.shapes, params, cfg.engine, cfg.device))
     images = -(-images // chunk) * chunk  # whole chunks: a smaller last chunk would recompile a compiled graph
     rows = prep.split.pool[:images]
-    x, y = images_for(prep, rows[:chunk])  # warm-up: one-time set-up (noise banks, compilation) is not throughput
+    x, y = (t.to(prep.device) for t in images_for(prep, rows[:chunk]))  # warm-up: one-time set-up (noise banks, compilation) is not throughput
     search_images(problem, x, y, rows[:chunk].tolist(), params, cfg.engine, 0)
     n = problem.num_points
     totals = [[0, 0.0] for _ in range(n)]
     for a in range(0, images, chunk):
-        x, y = images_for(prep, rows[a:a + chunk])
+        x, y = (t.to(prep.device) for t in images_for(prep, rows[a:a + chunk]))
         rec = ChunkRecorder(params.n_children)
         search_images(problem, x, y, rows[a:a + chunk].tolist(), params, cfg.engine, 0, hooks=(rec,))
         for l in range(n):

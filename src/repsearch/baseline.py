@@ -37,7 +37,7 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
 
     ck = (run.path / f"checkpoint-depth{depth}.pt") if run else None
     stats = fit(model, loader, opt, tc, loss_fn=loss_fn, val=val, run=run, tag=f"sgd-depth{depth}",
-                epoch_hook=epoch_hook, autocast=autocast_for(dev), checkpoint=ck, progress=progress)
+                epoch_hook=epoch_hook, autocast=autocast_for(dev, tc.precision), checkpoint=ck, progress=progress)
     if run:
         run.save(model.state_dict(), f"model-depth{depth}.pt")
     flops = forward_flops(model, prep.dataset.shape, dev)
@@ -56,7 +56,7 @@ def run_baseline(prep: Prepared, cfg, run: RunDir | None = None, progress: bool 
         results.append(res)
         if best is None or res["val_accuracy"] > best["val_accuracy"]:
             best_model, best = model, res
-    test = evaluate(best_model, *prep.images("test"), autocast=autocast_for(prep.device))
+    test = evaluate(best_model, *prep.images("test"), autocast=autocast_for(prep.device, cfg.baseline.precision))
     summary = {"dataset": prep.dataset.name, "test_accuracy": test["accuracy"], "val_accuracy": best["val_accuracy"],
                "best_depth": best["depth"], "depths": results, "train_images": len(prep.split.train),
                "val_images": len(prep.split.val), "test_images": len(prep.dataset.test_y),

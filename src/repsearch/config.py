@@ -80,6 +80,9 @@ class TrainConfig:
     # (the first steps pay the compilation; benchmarks/RESULTS.md has what each is worth).
     memory_format: str = "auto"
     compile: bool = False
+    # Forward passes under bfloat16 autocast ("bf16") or in full fp32 ("fp32"); "auto": bf16 on
+    # CUDA, fp32 on CPU. Not speed only: at cpu-mnist's SGD lr, bf16 changes training (RESULTS.md).
+    precision: str = "auto"
 
 
 @dataclass

@@ -213,7 +213,7 @@ def fit_to_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, 
     loader = DeviceLoader(x, y, lc.batch_size, augment=augment, fixed_batches=lc.fixed_batches, seed=seed)
     opt = make_optimizer(split_parameters(model, lc), lc, lc.batch_size)
     stats = fit(model, loader, opt, lc, loss_fn=make_loss_fn(targets, supervise, lc, weights), val=val or (x, y),
-                run=run, tag=tag, epoch_hook=epoch_hook, autocast=autocast_for(dev), checkpoint=checkpoint,
+                run=run, tag=tag, epoch_hook=epoch_hook, autocast=autocast_for(dev, lc.precision), checkpoint=checkpoint,
                 progress=progress)
     return model, {**stats, "supervise": supervise}
 
@@ -241,7 +241,7 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
     # The trained model's measurements on one rank, the untrained control on another (under
     # torchrun; ~60 s and ~40 s on one thread at 60,000 MNIST images, where each rank did both)
     (test, final), control = distributed.shared([
-        lambda: (evaluate(model, *prep.images("test"), autocast=autocast_for(dev)), diagnostics.final(model)),
+        lambda: (evaluate(model, *prep.images("test"), autocast=autocast_for(dev, lc.precision)), diagnostics.final(model)),
         lambda: diagnostics.control(prepare_model_for_device(build_learner(prep, cfg), dev))])
     final.update(control)
     if run:

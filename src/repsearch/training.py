@@ -85,10 +85,11 @@ class _null:
         return False
 
 
-def autocast_for(device: str):
-    """bf16 autocast on CUDA; None (full fp32) on CPU."""
-    if device.startswith("cuda"):
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast_for(device: str, precision: str = "auto"):
+    """A bf16 autocast context factory ("bf16", or "auto" on CUDA), or None: full fp32."""
+    if precision == "bf16" or (precision == "auto" and device.startswith("cuda")):
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        return lambda: torch.autocast(kind, dtype=torch.bfloat16)
     return None
 
 
