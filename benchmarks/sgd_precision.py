@@ -28,6 +28,7 @@ def one(preset, overrides, data_root, device, seed, precision, lr, tmp) -> dict:
     val = [e["val_accuracy"] for e in epochs if "val_accuracy" in e]
     return {"seed": seed, "precision": precision, "lr": lr, "test_accuracy": summary["test_accuracy"],
             "val_accuracy": summary["val_accuracy"], "val_accuracy_per_epoch": val,
+            "train_accuracy_per_epoch": [e["train_accuracy"] for e in epochs if "train_accuracy" in e],
             "wall_time_s": summary.get("wall_time_s")}
 
 

@@ -80,9 +80,10 @@ class TrainConfig:
     # (the first steps pay the compilation; benchmarks/RESULTS.md has what each is worth).
     memory_format: str = "auto"
     compile: bool = False
-    # Forward passes under bfloat16 autocast ("bf16") or in full fp32 ("fp32"); "auto": bf16 on
-    # CUDA, fp32 on CPU. Not speed only: at cpu-mnist's SGD lr, bf16 changes training (RESULTS.md).
-    precision: str = "auto"
+    # Forward and backward passes in full fp32, or under bfloat16 autocast ("bf16": faster on a
+    # GPU). Not speed only: on an H200, cpu-mnist's SGD under bf16 reached 11-99% over 4 seeds
+    # against 99.3-99.4% in fp32 (benchmarks/RESULTS.md, "First GPU"), so bf16 is opt-in.
+    precision: str = "fp32"
 
 
 @dataclass

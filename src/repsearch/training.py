@@ -85,9 +85,9 @@ class _null:
         return False
 
 
-def autocast_for(device: str, precision: str = "auto"):
-    """A bf16 autocast context factory ("bf16", or "auto" on CUDA), or None: full fp32."""
-    if precision == "bf16" or (precision == "auto" and device.startswith("cuda")):
+def autocast_for(device: str, precision: str = "fp32"):
+    """A bf16 autocast context factory for `precision="bf16"`, or None: full fp32."""
+    if precision == "bf16":
         kind = "cuda" if device.startswith("cuda") else "cpu"
         return lambda: torch.autocast(kind, dtype=torch.bfloat16)
     return None

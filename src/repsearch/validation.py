@@ -34,8 +34,8 @@ CHOICES = {
     "baseline.select": ("auto", "best", "last"),
     "learn.memory_format": ("auto", "channels_last", "contiguous"),
     "baseline.memory_format": ("auto", "channels_last", "contiguous"),
-    "learn.precision": ("auto", "bf16", "fp32"),
-    "baseline.precision": ("auto", "bf16", "fp32"),
+    "learn.precision": ("fp32", "bf16"),
+    "baseline.precision": ("fp32", "bf16"),
 }
 PER_POINT = ("generations", "alpha", "boost", "blur", "target_ce", "patience")
 
