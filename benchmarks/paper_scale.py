@@ -13,7 +13,9 @@ images), and prints JSON with:
   are reported: 1.0 (the floor) and the fraction of copy bandwidth the compiled path reaches on
   this CPU (what the same kernels would do if they were as good on the GPU). Ranks share chunks
   with no communication, so N GPUs divide the time by N (benchmarks/ranks.py measures the CPU case).
-Nothing here was run on a GPU: the GPU rows are a model, labelled as such.
+`measured_device_hours` is the search at the rates measured wherever the benchmark ran (a CPU,
+or a GPU: `benchmarks/search.py --device cuda`, as on 2026-12-01 on an H200); the H100 rows are a
+bandwidth model, labelled as such.
 """
 import argparse
 import json
@@ -42,21 +44,21 @@ def estimate(bench: dict, path: str, preset: str, images: int, gpus: list[int], 
         nbytes = bytes_fp32 * bytes_per_value / 4
         efficiency = min(1.0, layer["mutation_bytes_per_s"] / copy_bw)
         total = evals * images
-        layers.append({"layer": layer["layer"], "evaluations": total, "cpu_evaluations_per_s": rate,
-                       "bytes_per_evaluation": nbytes, "cpu_fraction_of_copy_bandwidth": efficiency})
+        layers.append({"layer": layer["layer"], "evaluations": total, "evaluations_per_s": rate,
+                       "bytes_per_evaluation": nbytes, "fraction_of_copy_bandwidth": efficiency})
         cpu_s += total / rate
         gpu_floor_s += total * nbytes / H100_SXM["bandwidth_bytes_per_s"]
         gpu_eff_s += total * nbytes / (H100_SXM["bandwidth_bytes_per_s"] * max(efficiency, 1e-3))
     return {
         "preset": preset, "images": images, "children_per_generation": children,
         "evaluations_per_image": per_image, "evaluations_total": sum(per_image) * images,
-        "measured_on": {"dataset": bench["dataset"], "width": run["width"], "path": path,
+        "measured_on": {"device": bench.get("device", "cpu"), "dataset": bench["dataset"], "width": run["width"], "path": path,
                         "torch_threads": bench["references"]["torch_threads"]},
         "layers": layers,
-        "this_machine_hours": cpu_s / 3600,
+        "measured_device_hours": cpu_s / 3600,
         "gpu_model": H100_SXM["name"], "bytes_per_value": bytes_per_value,
         "gpu_minutes_estimated": {str(n): {"at_full_bandwidth": gpu_floor_s / n / 60,
-                                           "at_this_cpus_efficiency": gpu_eff_s / n / 60} for n in gpus},
+                                           "at_measured_efficiency": gpu_eff_s / n / 60} for n in gpus},
     }
 
 

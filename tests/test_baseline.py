@@ -93,3 +93,16 @@ def test_speed_options_change_the_speed_not_the_training():
             assert torch.allclose(v.float(), ref[k].float(), rtol=1e-3, atol=1e-4), k
     with pytest.raises(UserError, match="memory_format"):
         prepare_model_for_device(torch.nn.Linear(2, 2), "cpu", "nhwc")
+
+
+def test_training_is_fp32_on_every_device_unless_bf16_is_asked_for():
+    """bf16 autocast killed cpu-mnist's SGD on 3 of 4 seeds on an H200 (benchmarks/RESULTS.md):
+    it must never be switched on by the device alone."""
+    from repsearch.config import resolve
+    import torch
+    from repsearch.training import autocast_for
+    cfg = resolve("cpu-mnist", [])
+    assert cfg.baseline.precision == cfg.learn.precision == "fp32"
+    assert autocast_for("cuda:0", cfg.baseline.precision) is None and autocast_for("cpu") is None
+    with autocast_for("cpu", "bf16")():
+        assert torch.is_autocast_enabled("cpu")

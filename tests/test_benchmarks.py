@@ -24,11 +24,11 @@ def test_the_paper_scale_estimate_counts_the_papers_evaluations_and_divides_by_r
     est = ps.estimate(bench, "compiled", "paper-cifar10", 50_000, [1, 8], 4)
     assert est["evaluations_per_image"] == [66_000, 22_000, 22_000, 2_200]  # 220 children x 300/100/100/10
     cpu_s = 50_000 * (66_000 / 1000 + 22_000 / 2000 + 22_000 / 4000 + 2_200 / 8000)
-    assert est["this_machine_hours"] == pytest.approx(cpu_s / 3600)
+    assert est["measured_device_hours"] == pytest.approx(cpu_s / 3600)
     floor_s = 50_000 * (66_000 * 1e6 + 22_000 * 2e5 + 22_000 * 4e4 + 2_200 * 320) / ps.H100_SXM["bandwidth_bytes_per_s"]
     assert est["gpu_minutes_estimated"]["1"]["at_full_bandwidth"] == pytest.approx(floor_s / 60)
     assert est["gpu_minutes_estimated"]["8"]["at_full_bandwidth"] == pytest.approx(floor_s / 60 / 8)
     # at this CPU's share of bandwidth (block 0: 1e9 / 1e10 = 0.1) the GPU takes longer than the floor
-    assert est["gpu_minutes_estimated"]["1"]["at_this_cpus_efficiency"] > 5 * floor_s / 60
+    assert est["gpu_minutes_estimated"]["1"]["at_measured_efficiency"] > 5 * floor_s / 60
     half = ps.estimate(bench, "compiled", "paper-cifar10", 50_000, [1], 2)
     assert half["gpu_minutes_estimated"]["1"]["at_full_bandwidth"] == pytest.approx(floor_s / 60 / 2)
