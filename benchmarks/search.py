@@ -78,6 +78,9 @@ def main():
     p.add_argument("--paths", default="plain,fast,compiled", help="plain: reference engine; fast: bank noise, "
                    "skipped identity convs; compiled: fast + one torch.compile'd graph per generation")
     a = p.parse_args()
+    import torch
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {a.device}: CUDA is not available here")
     ref = references(a.device)
     results = []
     for width in map(int, a.widths.split(",")):
