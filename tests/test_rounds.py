@@ -67,7 +67,12 @@ def test_warm_learner_starts_from_the_carried_weights(two_rounds):
     fresh = next(r for r in carried if r.get("epoch") == 0 and "cos_block0" in r)
     scratch1 = [json.loads(l) for l in (out / "round1" / "learn-scratch" / "metrics.jsonl").read_text().splitlines()]
     fresh1 = next(r for r in scratch1 if r.get("epoch") == 0 and "cos_block0" in r)
-    assert first["cos_block2"] > fresh1["cos_block2"] + 0.05, (first, fresh1, fresh)
+    # Closer to round 1's targets than an untrained learner, on average over the blocks (block 2
+    # alone was within 0.02 of it on an AVX-512 machine: the tiny carried learner barely learned
+    # there), and not the untrained network: a fresh learner's entropies repeat across rounds.
+    mean_cos = [sum(r[f"cos_block{b}"] for b in range(3)) / 3 for r in (first, fresh1)]
+    assert mean_cos[0] > mean_cos[1] + 0.1, (first, fresh1)
+    assert fresh1["hcoll_within_block0"] == fresh["hcoll_within_block0"] != first["hcoll_within_block0"]
 
 
 def test_resume_reuses_finished_rounds_and_a_changed_network_is_refused(two_rounds):
