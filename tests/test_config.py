@@ -60,7 +60,7 @@ LITERAL_KEYS = {"model.bn_running_stats", "search.target_space", "search.smooth"
                 "search.dtype", "search.target_ce", "search.patience", "learn.init", "learn.reduction",
                 "learn.head_lr_scale", "learn.weight_decay", "learn.warmup", "learn.final_lr", "learn.bias_scaler",
                 "baseline.weight_decay", "baseline.warmup", "baseline.final_lr", "baseline.bias_scaler",
-                "learn.select", "baseline.select", "learn.head_refit_l2"}
+                "learn.select", "baseline.select", "learn.head_refit_l2", "learn.target_searches"}
 
 
 def _flat(d, prefix=""):

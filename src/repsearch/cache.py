@@ -35,7 +35,7 @@ def point_names(num_points: int) -> list[str]:
 # Fields added to `search`/`model` after format 2, with the behaviour caches had before them: at
 # that value they are left out of the fingerprint, so existing caches stay valid; any other value
 # is hashed like every other field.
-ADDED_LATER = {"search": {"blur_border": "valid", "rng": "generator", "precision": "fp32"}, "model": {}}
+ADDED_LATER = {"search": {"blur_border": "valid", "rng": "generator", "precision": "fp32", "stream": 0}, "model": {}}
 
 
 def search_fingerprint(cfg, dataset_fingerprint: str, model_source: str = "") -> str:

@@ -121,6 +121,7 @@ def cmd_train(args) -> int:
     from .cache import TargetCache
     from .data import check_batches, prepare
     from .learn import train_from_cache
+    from .pipeline import stream_config
     from .search import fingerprint_for, preflight
     from .verify import verify_cache
     cfg = _resolve(args)
@@ -131,12 +132,16 @@ def cmd_train(args) -> int:
     prep = prepare(cfg)
     preflight(cfg, prep)
     check_batches(cfg, prep, ["learn"])
-    cache = TargetCache.open(args.cache, fingerprint_for(cfg, prep))
-    cache.require_complete()
-    verify_cache(cache)
+    if len(args.cache) > 1 and cfg.learn.target_searches not in (1, len(args.cache)):
+        raise UserError(f"learn.target_searches is {cfg.learn.target_searches} but {len(args.cache)} caches were given")
+    cfg.learn.target_searches = len(args.cache)  # what the run's config.json records
+    caches = [TargetCache.open(path, fingerprint_for(stream_config(cfg, k), prep)) for k, path in enumerate(args.cache)]
+    for cache in caches:
+        cache.require_complete()
+        verify_cache(cache)
     run = _shared_run_dir(args, "train", cfg)
-    _, summary = train_from_cache(prep, cfg, cache, run, progress=not args.no_progress)
-    _print_summary(run.summary({"dataset": prep.dataset.name, "cache": str(args.cache), **summary}), run)
+    _, summary = train_from_cache(prep, cfg, caches, run, progress=not args.no_progress)
+    _print_summary(run.summary({"dataset": prep.dataset.name, "cache": args.cache[0] if len(args.cache) == 1 else args.cache, **summary}), run)
     return 0
 
 
@@ -204,7 +209,9 @@ def _search_args(p):
 
 
 def _train_args(p):
-    p.add_argument("--cache", help="target cache directory written by 'repsearch search' with the same config")
+    p.add_argument("--cache", nargs="+", help="target cache directory written by 'repsearch search' with the same "
+                   "config; K directories (searches with search.stream = 0..K-1, in that order): the learner's targets "
+                   "are their mean (learn.target_searches)")
 
 
 def _run_args(p):

@@ -13,6 +13,9 @@ def _experiment(args, command: str, fn, **kw) -> int:
     from .search import preflight
     cfg = _resolve(args)
     _check_device(cfg.device)
+    if cfg.learn.target_searches != 1:
+        raise UserError(f"learn.target_searches = {cfg.learn.target_searches}: only 'repsearch run' and 'repsearch "
+                        f"train' average several searches; '{command}' learns from one (leave it at 1)")
     prep = prepare(cfg)
     preflight(cfg, prep)
     run = _run_dir(args, command, cfg)

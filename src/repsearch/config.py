@@ -117,6 +117,9 @@ class SearchConfig:
     # stream (the fast path; docs/performance.md), "fresh" = new normals for every child. They
     # are different random draws, so this is part of the search (and of the cache fingerprint).
     noise: str = "bank"
+    # Which independent search of the same images, with the same network (0: the seed's own
+    # streams). `learn.target_searches = K` searches streams 0..K-1 and learns from their mean.
+    stream: int = 0
     # Each image's random stream: "generator" (one torch.Generator per image, looped over in Python)
     # or "counter" (a counter-based hash of (seed, image, position): a fixed number of tensor ops per
     # draw whatever the number of images, the GPU path; other numbers, so another search).
@@ -159,6 +162,11 @@ class LearnConfig(TrainConfig):
     # > 0: after learning, refit the head alone on the final features to the searched logits with
     # this L2 penalty (head_refit.py; not in the paper). 0: the head as learned (paper).
     head_refit_l2: float = 0.0
+    # The learner's targets: the mean over this many independent searches of the same images with
+    # the same network (`search.stream` 0..K-1): block targets averaged, the searched logits'
+    # softmax averaged. Under MSE and the head's KL this is the loss averaged over the K searches
+    # (up to a constant), with each search's own noise averaged out (not in the paper).
+    target_searches: int = 1
 
 
 @dataclass

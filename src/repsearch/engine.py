@@ -18,7 +18,7 @@ from . import fastpaths, strategy
 from .errors import UserError
 from .hooks import Hooks
 from .models.staged import sample_normalize
-from .noise import NoiseBank, PerImageRNG, per_image_rng
+from .noise import NoiseBank, PerImageRNG, per_image_rng, stream_seed
 from .problem import StagedProblem
 from .strategy import Params, PointParams, State
 
@@ -64,6 +64,7 @@ def search_images(problem: StagedProblem, x: torch.Tensor, y: torch.Tensor, imag
         x, y = _pad_rows(x, pad), _pad_rows(y, pad)
         start = None if start is None else _pad_rows(start, pad)
     b, hooks = x.shape[0], Hooks(*hooks)
+    seed = stream_seed(seed, params.stream)
     rng = per_image_rng(params.rng, seed, image_ids, x.device, pad=pad)
     bank = NoiseBank.shared(seed, x.device) if params.noise == "bank" else None
     evals = torch.zeros(b, dtype=torch.int64, device=x.device)

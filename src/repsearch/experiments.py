@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .errors import UserError
 from .engine import initial_population, search_images
-from .noise import per_image_rng
+from .noise import per_image_rng, stream_seed
 from .search import images_for, open_search
 from .strategy import Params
 
@@ -59,7 +59,7 @@ def _search_rows(problem, prep, rows: torch.Tensor, cfg_search, engine, seed: in
         x, y = (t.to(prep.device) for t in images_for(prep, r))
         start = None
         if start_pop:
-            rng = per_image_rng(params.rng, seed, r.tolist(), x.device)
+            rng = per_image_rng(params.rng, stream_seed(seed, params.stream), r.tolist(), x.device)
             start = initial_population(problem, x, start_pop, params.init_noise, rng,
                                        normalize=params.target_space == "normalized")
         res = search_images(problem, x, y, r.tolist(), params, engine, seed, pad_to=chunk, start=start)

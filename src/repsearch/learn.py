@@ -14,6 +14,7 @@ normalization (a parameter-free `SampleNorm`), so both sides live in one space.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -218,17 +219,47 @@ def fit_to_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, 
     return model, {**stats, "supervise": supervise}
 
 
-def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None = None, *, supervise=None,
-                     augment: bool | None = None, tag: str = "learn", progress: bool = True,
+def mean_targets(caches: list[TargetCache], dataset_indices, device) -> dict:
+    """The targets of K searches of the same images (`learn.target_searches`): block targets
+    averaged, logits as the log of the mean softmax. Then the MSE to the mean, and the head's KL
+    to the mean distribution, are each search's loss averaged over the K searches, up to a
+    constant; one tensor per point is held instead of K."""
+    first = caches[0].load(caches[0].rows_for(dataset_indices), device, torch.float32)
+    if len(caches) == 1:
+        return first
+    total = {k: v.log_softmax(1) if k == "logits" else v for k, v in first.items()}
+    for cache in caches[1:]:
+        for k, v in cache.load(cache.rows_for(dataset_indices), device, torch.float32).items():
+            total[k] = torch.logaddexp(total[k], v.log_softmax(1)) if k == "logits" else total[k].add_(v)
+    k_searches = len(caches)
+    return {k: v - math.log(k_searches) if k == "logits" else v.div_(k_searches) for k, v in total.items()}
+
+
+def _target_caches(cache, lc) -> list[TargetCache]:
+    caches = [cache] if isinstance(cache, TargetCache) else list(cache)
+    if len(caches) != lc.target_searches:
+        raise UserError(f"learn.target_searches = {lc.target_searches} averages that many searches of the same "
+                        f"images, but {len(caches)} target cache(s) were given (repsearch run searches them; "
+                        "repsearch train takes them as --cache DIR DIR ...)")
+    for c in caches:
+        c.require_complete()
+        verify_cache(c)  # checksums and finite values: never learn from damaged targets
+    return caches
+
+
+def train_from_cache(prep: Prepared, cfg, cache: TargetCache | list[TargetCache], run: RunDir | None = None, *,
+                     supervise=None, augment: bool | None = None, tag: str = "learn", progress: bool = True,
                      diagnostics: Diagnostics | None = None, learner=None) -> tuple[torch.nn.Module, dict]:
     """Train the learner on cached targets only; select by validation; test once; probe at the end.
-    `learner`: start from this model (warm start, trained in place) instead of a fresh one."""
+    `cache`: one target cache, or `learn.target_searches` of them (streams 0..K-1 of the same
+    images; the first one's validation targets serve the diagnostics). `learner`: start from this
+    model (warm start, trained in place) instead of a fresh one."""
     lc, dev = cfg.learn, prep.device
     augment = lc.augment if augment is None else augment
-    cache.require_complete()
-    verify_cache(cache)  # checksums and finite values: never learn from damaged targets
+    caches = _target_caches(cache, lc)
+    cache = caches[0]
     train_x, train_y = prep.images("train")
-    targets = cache.load(cache.rows_for(prep.split.train.numpy()), dev, torch.float32)
+    targets = mean_targets(caches, prep.split.train.numpy(), dev)
     diagnostics = diagnostics or Diagnostics(prep, cache, lc.probe_every, lc.probe_images, lc.entropy_images)
     model, stats = fit_to_targets(
         build_learner(prep, cfg) if learner is None else learner, train_x, train_y, targets, lc, val=prep.images("val"),
@@ -253,7 +284,9 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache, run: RunDir | None
                "images_per_s": stats["images_per_s"], "steady_images_per_s": stats["steady_images_per_s"],
                "train_flops": 3 * flops * stats["epochs_run"] * len(train_y),
                "epochs_run": stats["epochs_run"],
-               **final, "target_baselines": diagnostics.baselines, **({"head_refit": refit} if refit else {})}
+               **final, "target_baselines": diagnostics.baselines, **({"head_refit": refit} if refit else {}),
+               "target_searches": len(caches),
+               "target_ce_mean": F.cross_entropy(targets["logits"], train_y.to(dev)).item()}
     if run:
         run.log({"tag": f"{tag}-final", **{k: v for k, v in summary.items() if k != "target_baselines"}})
     return model, summary

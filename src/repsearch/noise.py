@@ -6,6 +6,7 @@ resumed search redraws exactly what it lost.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -50,6 +51,17 @@ class PerImageRNG:
         for b, g in enumerate(self.generators):
             torch.randint(high, shape, generator=g, out=out[b], device=self.device)
         return out
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """The seed of the `stream`-th independent search of the same images (`search.stream`).
+    Stream 0 is the seed itself (every cache before streams existed); stream k > 0 hashes
+    (seed, k) into [2^32, 2^33), apart from the small seeds users pick, and small enough for
+    every per-image generator's arithmetic."""
+    if stream == 0:
+        return int(seed)
+    digest = hashlib.sha256(f"{int(seed)}:{int(stream)}".encode()).digest()
+    return (1 << 32) + int.from_bytes(digest[:4], "little")
 
 
 def per_image_rng(kind: str, seed: int, image_ids, device="cpu", pad: int = 0):

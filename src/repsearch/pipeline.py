@@ -56,14 +56,30 @@ def search_or_open(prep, cfg, cache_path: Path, progress: bool = True, network=N
     return run_search(prep, cfg, cache_path, progress=progress, network=network)
 
 
+def stream_config(cfg, k: int):
+    """The config of the k-th independent search of the same images with the same network."""
+    c = copy.deepcopy(cfg)
+    c.search.stream = k
+    return c
+
+
+def search_streams(prep, cfg, seed_dir: Path, progress: bool = True) -> tuple[list, list[dict]]:
+    """The seed's target caches: its own search (`cache/`, stream 0) and, with
+    `learn.target_searches = K`, streams 1..K-1 of the same images (`cache-stream{k}/`)."""
+    found = [search_or_open(prep, stream_config(cfg, k), seed_dir / ("cache" if k == 0 else f"cache-stream{k}"), progress)
+             for k in range(cfg.learn.target_searches)]
+    return [c for c, _ in found], [s for _, s in found]
+
+
 def run_seed(cfg, root: Path, progress: bool = True) -> dict:
     prep = prepare(cfg)
     seed_dir = root / f"seed{cfg.seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
-    cache, search_summary = search_or_open(prep, cfg, seed_dir / "cache", progress)
+    caches, searches = search_streams(prep, cfg, seed_dir, progress)
+    cache, search_summary = caches[0], searches[0]
     diagnostics = Diagnostics(prep, cache, cfg.learn.probe_every, cfg.learn.probe_images,
                               cfg.learn.entropy_images)
-    out = {"search": search_summary, "sgd": {}, "learn": {}}
+    out = {"search": search_summary, "sgd": {}, "learn": {}, "search_streams": searches[1:]}
     for augment in cfg.run.augment_variants:
         c = copy.deepcopy(cfg)
         c.baseline.augment = c.learn.augment = augment  # what each stage's config.json records
@@ -75,7 +91,7 @@ def run_seed(cfg, root: Path, progress: bool = True) -> dict:
             out["learn"][f"{variant}-{_aug_name(augment)}"] = _stage(
                 seed_dir / tag, c.to_dict(), c.device,
                 lambda run, v=variant, a=augment, t=tag, c=c: train_from_cache(
-                    prep, c, cache, run, supervise=supervision(v, cache.num_stages), augment=a, tag=t, progress=progress,
+                    prep, c, caches, run, supervise=supervision(v, cache.num_stages), augment=a, tag=t, progress=progress,
                     diagnostics=diagnostics)[1])
     return out
 
@@ -134,6 +150,6 @@ def run_pipeline(cfg, root: Path, progress: bool = True) -> dict:
         "search_probe_last_block": statistics.mean(s["learn"][f"{v}-{a}"][f"probe_block{last}"] for s in seeds),
         "searched_ce_mean": statistics.mean(s["search"]["searched_ce_mean"] for s in seeds),
         "search_evaluations_per_image": first["search"]["evaluations_per_image_mean"],
-        "search_flops": sum(s["search"]["flops_total"] for s in seeds),
+        "search_flops": sum(t["flops_total"] for s in seeds for t in [s["search"], *s.get("search_streams", [])]),
     }
     return summary, results

@@ -58,6 +58,7 @@ class Params:
     points: tuple[PointParams, ...]
     blur_border: str = "valid"  # "valid" or "zero" (operators.smooth)
     rng: str = "generator"  # "generator" or "counter" (noise.per_image_rng)
+    stream: int = 0  # which independent search of the same images (noise.stream_seed)
 
     @property
     def n_children(self) -> int:
@@ -82,7 +83,7 @@ class Params:
         points = tuple(PointParams(point_kind(shape, i == n - 1), *(lists[k][i] for k in PER_POINT))
                        for i, shape in enumerate(shapes))
         return cls(s.pop_size, s.top_k, s.n_explore, s.n_refine, s.init_noise, s.smooth, s.noise, s.target_space, points,
-                   s.blur_border, s.rng)
+                   s.blur_border, s.rng, s.stream)
 
 
 def _per_point(values: list, n: int) -> list:

@@ -84,7 +84,7 @@ RANGES = {
         "label_smoothing": (0, 1, True)}.items()},
     **{f"{t}.{k}": (0, None, True) for t in ("learn", "baseline") for k in ("patience", "patience_min_val", "min_steps", "max_steps")},
     "learn.kl_weight": (0, None, True), "learn.entropy_images": (2, None, True), "learn.head_lr_scale": (0, None, False),
-    "learn.head_refit_l2": (0, None, True),
+    "learn.head_refit_l2": (0, None, True), "learn.target_searches": (1, None, True), "search.stream": (0, None, True),
 }
 
 
