@@ -116,6 +116,9 @@ def test_run_learns_from_two_searches_and_train_reproduces_it_from_their_caches(
                            "--cache", seed / "cache", seed / "cache-stream1", *small, "--set", "learn.target_searches=3")
     assert three.returncode == 2 and "3 but 2 caches" in three.stderr
     assert not (tmp_path / "t2").exists() and not (tmp_path / "t3").exists()
+    alone = cli_in_process("train", "--preset", "quickstart", "--no-progress", "--out", tmp_path / "t4",
+                           "--cache", seed / "cache-stream1", *small, "--set", "search.stream=1")
+    assert alone.returncode == 0, alone.stderr  # the k-th cache is stream search.stream + k
 
 
 def test_commands_that_learn_from_one_search_refuse_several():

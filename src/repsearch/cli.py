@@ -210,7 +210,7 @@ def _search_args(p):
 
 def _train_args(p):
     p.add_argument("--cache", nargs="+", help="target cache directory written by 'repsearch search' with the same "
-                   "config; K directories (searches with search.stream = 0..K-1, in that order): the learner's targets "
+                   "config; K directories (searches with search.stream = s, s+1, ..., s+K-1 in that order; s: the config's): the learner's targets "
                    "are their mean (learn.target_searches)")
 
 

@@ -118,7 +118,7 @@ class SearchConfig:
     # are different random draws, so this is part of the search (and of the cache fingerprint).
     noise: str = "bank"
     # Which independent search of the same images, with the same network (0: the seed's own
-    # streams). `learn.target_searches = K` searches streams 0..K-1 and learns from their mean.
+    # streams). `learn.target_searches = K` searches streams s..s+K-1 and learns from their mean.
     stream: int = 0
     # Each image's random stream: "generator" (one torch.Generator per image, looped over in Python)
     # or "counter" (a counter-based hash of (seed, image, position): a fixed number of tensor ops per
@@ -163,9 +163,9 @@ class LearnConfig(TrainConfig):
     # this L2 penalty (head_refit.py; not in the paper). 0: the head as learned (paper).
     head_refit_l2: float = 0.0
     # The learner's targets: the mean over this many independent searches of the same images with
-    # the same network (`search.stream` 0..K-1): block targets averaged, the searched logits'
-    # softmax averaged. Under MSE and the head's KL this is the loss averaged over the K searches
-    # (up to a constant), with each search's own noise averaged out (not in the paper).
+    # the same network (`search.stream` s..s+K-1, s the config's own): block targets averaged, the
+    # searched logits' softmax averaged. Under MSE and the head's KL this is the loss averaged over
+    # the K searches (up to a constant), each search's own noise averaged out (not in the paper).
     target_searches: int = 1
 
 

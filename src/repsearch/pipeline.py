@@ -57,9 +57,10 @@ def search_or_open(prep, cfg, cache_path: Path, progress: bool = True, network=N
 
 
 def stream_config(cfg, k: int):
-    """The config of the k-th independent search of the same images with the same network."""
+    """The config of the k-th independent search of the same images with the same network, counted
+    from the config's own stream (k = 0: the config itself)."""
     c = copy.deepcopy(cfg)
-    c.search.stream = k
+    c.search.stream = cfg.search.stream + k
     return c
 
 
