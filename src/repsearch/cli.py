@@ -120,10 +120,9 @@ def cmd_search(args) -> int:
 def cmd_train(args) -> int:
     from .cache import TargetCache
     from .data import check_batches, prepare
-    from .learn import train_from_cache
+    from .learn import target_caches, train_from_cache
     from .pipeline import stream_config
     from .search import fingerprint_for, preflight
-    from .verify import verify_cache
     cfg = _resolve(args)
     _check_device(cfg.device)
     if not args.cache:
@@ -135,10 +134,8 @@ def cmd_train(args) -> int:
     if len(args.cache) > 1 and cfg.learn.target_searches not in (1, len(args.cache)):
         raise UserError(f"learn.target_searches is {cfg.learn.target_searches} but {len(args.cache)} caches were given")
     cfg.learn.target_searches = len(args.cache)  # what the run's config.json records
-    caches = [TargetCache.open(path, fingerprint_for(stream_config(cfg, k), prep)) for k, path in enumerate(args.cache)]
-    for cache in caches:
-        cache.require_complete()
-        verify_cache(cache)
+    caches = target_caches([TargetCache.open(path, fingerprint_for(stream_config(cfg, k), prep))
+                            for k, path in enumerate(args.cache)], cfg.learn)  # before the run directory exists
     run = _shared_run_dir(args, "train", cfg)
     _, summary = train_from_cache(prep, cfg, caches, run, progress=not args.no_progress)
     _print_summary(run.summary({"dataset": prep.dataset.name, "cache": args.cache[0] if len(args.cache) == 1 else args.cache, **summary}), run)

@@ -235,7 +235,8 @@ def mean_targets(caches: list[TargetCache], dataset_indices, device) -> dict:
     return {k: v - math.log(k_searches) if k == "logits" else v.div_(k_searches) for k, v in total.items()}
 
 
-def _target_caches(cache, lc) -> list[TargetCache]:
+def target_caches(cache, lc) -> list[TargetCache]:
+    """One cache or several as a list, checked: as many as `learn.target_searches`, complete, undamaged."""
     caches = [cache] if isinstance(cache, TargetCache) else list(cache)
     if len(caches) != lc.target_searches:
         raise UserError(f"learn.target_searches = {lc.target_searches} averages that many searches of the same "
@@ -251,12 +252,12 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache | list[TargetCache]
                      supervise=None, augment: bool | None = None, tag: str = "learn", progress: bool = True,
                      diagnostics: Diagnostics | None = None, learner=None) -> tuple[torch.nn.Module, dict]:
     """Train the learner on cached targets only; select by validation; test once; probe at the end.
-    `cache`: one target cache, or `learn.target_searches` of them (streams 0..K-1 of the same
+    `cache`: one target cache, or `learn.target_searches` of them (streams s..s+K-1 of the same
     images; the first one's validation targets serve the diagnostics). `learner`: start from this
     model (warm start, trained in place) instead of a fresh one."""
     lc, dev = cfg.learn, prep.device
     augment = lc.augment if augment is None else augment
-    caches = _target_caches(cache, lc)
+    caches = target_caches(cache, lc)
     cache = caches[0]
     train_x, train_y = prep.images("train")
     targets = mean_targets(caches, prep.split.train.numpy(), dev)
