@@ -88,7 +88,6 @@ def plot_cosine_distance(methods: dict, path: Path, title: str = "") -> bool:
         ax.set_xlabel("epoch")
         ax.set_ylim(bottom=0)
     axes[0][0].set_ylabel("cosine distance to searched targets")
-    axes[0][0].legend()
     return _save(fig, path, title)
 
 
@@ -104,15 +103,16 @@ def plot_collision_entropy(methods: dict, path: Path, title: str = "") -> bool:
         ax.set_title(f"block {b}")
         ax.set_xlabel("epoch")
     axes[0][0].set_ylabel("collision entropy (nats)")
-    axes[0][0].legend(fontsize=7)
     return _save(fig, path, title)
 
 
 def _save(fig, path: Path, title: str) -> bool:
+    """One legend for all panels, right of them, so that it never hides a curve."""
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 
