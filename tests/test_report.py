@@ -79,3 +79,14 @@ def test_report_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "is not a run directory" in r.stderr and "Traceback" not in r.stderr
     r = cli("report", str(tmp_path), "--out", str(tmp_path))
     assert r.returncode == 2 and "is a directory" in r.stderr
+
+
+def test_a_sweeps_point_learners_are_learning_stages(tmp_path):
+    """`repsearch sweep` learns each point in POINT/learn: the report must show those learners,
+    not say the run has no learning (it did until 2026-12-01)."""
+    from repsearch.report import learning_stages
+    for d in ("pop-6/learn", "gen-x1/learn", "seed0/sgd-noaug", "seed0/learn-all-noaug", "pop-6/cache"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "metrics.jsonl").write_text("{}\n")
+    found = {str(p.relative_to(tmp_path)) for p in learning_stages(tmp_path)}
+    assert found == {"pop-6/learn", "gen-x1/learn", "seed0/sgd-noaug", "seed0/learn-all-noaug"}

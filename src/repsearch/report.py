@@ -123,9 +123,18 @@ def search_section(cache_dir: Path) -> str:
     return "".join(parts)
 
 
+def learning_stages(run: Path) -> list[Path]:
+    """Directories under `run` whose metrics are an SGD or learning stage: `run`'s sgd-*/learn-*,
+    a sweep point's or a round's `learn`, or `run` itself when it is a `baseline`/`train` run."""
+    def is_stage(d: Path) -> bool:
+        if d == run:
+            return (_read(run / "config.json") or {}).get("command") in ("baseline", "train")
+        return d.name == "learn" or d.name.startswith(("sgd-", "learn-"))
+    return sorted(p.parent for p in run.glob("**/metrics.jsonl") if is_stage(p.parent))
+
+
 def learning_section(run: Path) -> str:
-    stages = sorted(p.parent for p in run.glob("**/metrics.jsonl") if p.parent.name.startswith(("sgd-", "learn-"))
-                    or (p.parent == run and (_read(run / "config.json") or {}).get("command") in ("baseline", "train")))
+    stages = learning_stages(run)
     if not stages:
         return _missing("no SGD baseline and no learning in this run")
     parts = ["<h3>Learning curves (validation accuracy)</h3>"]
