@@ -211,6 +211,8 @@ def test_sweep_records_accuracy_against_compute_and_resumes_point_by_point(tmp_p
     assert first[0]["evaluations_per_image"] < first[1]["evaluations_per_image"]
     assert first[2]["generations"] == [1, 1, 1, 4]  # [2,2,2,8] halved
     assert all(0 <= r["val_accuracy"] <= 1 for r in first)
+    for r in first:  # each point's learner leaves its summary, as any learning stage (the report reads it)
+        assert json.loads((out / r["name"] / "learn" / "summary.json").read_text())["test_accuracy"] == r["test_accuracy"]
     again = sweep("4,12", "0.5,1")
     assert again[:3] == first and [r["name"] for r in again[3:]] == ["gen-x1"]
     assert again[3]["evaluations_per_image"] > first[2]["evaluations_per_image"]

@@ -152,7 +152,7 @@ def learning_section(run: Path) -> str:
     for stage in stages:
         s = _read(stage / "summary.json")
         if not s:
-            rows.append([str(stage.relative_to(run)), "unfinished", "", "", "", "", ""])
+            rows.append([str(stage.relative_to(run)), "no summary.json (unfinished, or a sweep from before 2026-12-01)", "", "", "", "", ""])
             continue
         probes = "/".join(f"{s[k]:.3f}" for k in sorted(s) if k.startswith("probe_block"))
         control = "/".join(f"{s[k]:.3f}" for k in sorted(s) if k.startswith("untrained_probe_block"))

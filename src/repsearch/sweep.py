@@ -42,7 +42,9 @@ def run_point(point: dict, prep, out: Path, progress: bool) -> dict:
     cfg, d = point["cfg"], out / point["name"]
     t0 = time.time()
     cache, search = run_search(prep, cfg, d / "cache", progress=progress)
-    _, learned = train_from_cache(prep, cfg, cache, RunDir(d / "learn", cfg.to_dict(), cfg.device), progress=progress)
+    learn_dir = RunDir(d / "learn", cfg.to_dict(), cfg.device)
+    _, learned = train_from_cache(prep, cfg, cache, learn_dir, progress=progress)
+    learn_dir.summary(learned)  # POINT/learn/summary.json, as every learning stage (the report's table reads it)
     return {"name": point["name"], "axis": point["axis"], "value": point["value"],
             "pop_size": cfg.search.pop_size, "generations": cfg.search.generations, "search": vars(cfg.search),
             "evaluations_per_image": search["evaluations_per_image_mean"], "searched_ce_mean": search["searched_ce_mean"],
