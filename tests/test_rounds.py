@@ -90,3 +90,18 @@ def test_resume_reuses_finished_rounds_and_a_changed_network_is_refused(two_roun
 def test_rounds_cli_rejects_zero_rounds(tmp_path, capsys):
     assert main(["rounds", "--preset", "quickstart", "--rounds", "0", "--out", str(tmp_path / "r")]) == 2
     assert "--rounds must be >= 1" in capsys.readouterr().err
+
+
+def test_warm_only_rounds_skip_the_scratch_learner(two_rounds, tmp_path):
+    cfg, prep, out, result = two_rounds
+    # resume round 0 and round 1's search from the fixture's run, so only the choice of learners differs
+    import shutil
+    shutil.copytree(out / "sgd", tmp_path / "sgd")
+    shutil.copytree(out / "round0", tmp_path / "round0")
+    shutil.copytree(out / "round1" / "cache", tmp_path / "round1" / "cache")
+    warm_only = rounds(prep, cfg, tmp_path, n_rounds=2, carry="warm", progress=False, learners=("warm",))
+    assert not (tmp_path / "round1" / "learn-scratch").exists()
+    assert "scratch" not in warm_only["rounds"][1] and "scratch" in warm_only["rounds"][0]
+    assert warm_only["rounds"][1]["warm"] == result["rounds"][1]["warm"]
+    with pytest.raises(UserError, match="carried"):
+        rounds(prep, cfg, tmp_path, n_rounds=2, carry="scratch", progress=False, learners=("warm",))

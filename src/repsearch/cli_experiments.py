@@ -72,7 +72,9 @@ def cmd_rounds(args) -> int:
     from .rounds import rounds
     if args.rounds < 1:
         raise UserError("--rounds must be >= 1")
-    return _experiment(args, "rounds", rounds, n_rounds=args.rounds, carry=args.carry, progress=not args.no_progress)
+    learners = tuple(v.strip() for v in args.learners.split(",") if v.strip())
+    return _experiment(args, "rounds", rounds, n_rounds=args.rounds, carry=args.carry, learners=learners,
+                       progress=not args.no_progress)
 
 
 def cmd_ensemble(args) -> int:
@@ -93,6 +95,8 @@ def rounds_args(p):
     p.add_argument("--rounds", type=int, default=3, help="rounds of search + learning (round 0 is the paper's)")
     p.add_argument("--carry", choices=CARRY, default="warm",
                    help="which learner of a round searches in the next: warm-started (default) or from scratch")
+    p.add_argument("--learners", default="scratch,warm",
+                   help="learners that rounds >= 1 train: scratch,warm (default) or only the carried one")
 
 
 def scaling_args(p):

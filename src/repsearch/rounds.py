@@ -6,7 +6,8 @@ untrained network; here round r searches again with the network learned in round
              initial population) -> targets Tr -> learners from scratch and warm-started from L{r-1}
 
 The network carried into the next round is `carry` ("warm": the warm-started learner; "scratch":
-the one learned from scratch). Layout of the run directory, every stage resumable:
+the one learned from scratch). `learners` picks which learners rounds r >= 1 train (both by default;
+"warm" alone halves a later round's learning where compute binds). Layout of the run directory, every stage resumable:
 
     OUT/sgd/                         SGD baseline on the same images (the reference)
     OUT/round{r}/cache/              the round's targets (fingerprint includes the search weights)
@@ -22,13 +23,15 @@ from pathlib import Path
 
 import torch
 
-from . import analysis
+from . import analysis, distributed
 from .baseline import run_baseline
+from .errors import UserError
 from .learn import Diagnostics, build_learner, train_from_cache
 from .pipeline import _stage, search_or_open
 from .storage import atomic_write_json
 
 CARRY = ("warm", "scratch")
+LEARNERS = ("scratch", "warm")
 
 
 def target_cosines(a, b, rows: int = 1000) -> list[float]:
@@ -68,16 +71,22 @@ def _round_record(r: int, search: dict, learned: dict, cosines: list[float] | No
     return rec
 
 
-def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm", progress: bool = True) -> dict:
-    """Run (or resume) `n_rounds` rounds of search and learning; returns the per-round records."""
+def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm", progress: bool = True,
+           learners: tuple[str, ...] = LEARNERS) -> dict:
+    """Run (or resume) `n_rounds` rounds of search and learning; returns the per-round records.
+    Round 0 trains from scratch; later rounds train `learners` (the carried one among them)."""
+    if not learners or set(learners) - set(LEARNERS) or (n_rounds > 1 and carry not in learners):
+        raise UserError(f"learners {list(learners)}: pick from {list(LEARNERS)}, including the carried '{carry}'")
     root = Path(out_dir)
     sgd = _stage(root / "sgd", cfg.to_dict(), cfg.device, lambda run: run_baseline(prep, cfg, run, progress=progress))
     records, network, previous = [], None, None
     for r in range(n_rounds):
         rdir = root / f"round{r}"
         cache, search = search_or_open(prep, cfg, rdir / "cache", progress, network=network)
-        learned = {"scratch": _learn(prep, cfg, cache, rdir, "learn-scratch", progress)}
-        if network is not None:
+        learned = {}
+        if network is None or "scratch" in learners:
+            learned["scratch"] = _learn(prep, cfg, cache, rdir, "learn-scratch", progress)
+        if network is not None and "warm" in learners:
             learned["warm"] = _learn(prep, cfg, cache, rdir, "learn-warm", progress, start=network)
         cosines = None if previous is None else target_cosines(previous, cache)
         records.append(_round_record(r, search, learned, cosines))
@@ -86,8 +95,9 @@ def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm", progress:
         network, previous = _learned(prep, cfg, rdir / f"learn-{kind}", f"learn-{kind}"), cache
     result = {"carry": carry, "sgd_test_accuracy": sgd["test_accuracy"], "rounds": records,
               **_headline(records, sgd["test_accuracy"])}
-    atomic_write_json(root / "rounds.json", result)
-    plot_rounds(result, root / "rounds.png")
+    if distributed.is_main():  # under torchrun every rank has the records; one writes them
+        atomic_write_json(root / "rounds.json", result)
+        plot_rounds(result, root / "rounds.png")
     return result
 
 
