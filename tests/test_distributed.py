@@ -73,8 +73,27 @@ def test_two_ranks_resume_a_partial_cache_to_the_same_bytes(single, tmp_path):
 
 def test_commands_without_a_multi_process_path_refuse_torchrun_in_one_line(tmp_path):
     r = two_ranks("scaling", "--preset", "quickstart", "--out", str(tmp_path / "s"))
-    assert r.returncode != 0 and "runs in one process" in r.stderr
+    assert r.returncode != 0 and "runs in one process" in r.stderr and "rounds take torchrun" in r.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_rounds_on_two_ranks_search_and_learn_together(tmp_path):
+    """`repsearch rounds` under torchrun: every stage joins the process group (round 1 searches
+    with round 0's learned weights, chunks shared), rank 0 alone writes and prints."""
+    tiny = [v for kv in ("model.widths=[8,8,8]", "search.pop_size=8", "search.top_k=2", "search.n_explore=3",
+                         "search.n_refine=3", "search.generations=[3,2,2,3]",
+                         "data.subset=120", "learn.epochs=2", "learn.batch_size=20", "baseline.epochs=1",
+                         "baseline.batch_size=20", "learn.probe_images=50", "learn.entropy_images=20")
+            for v in ("--set", kv)]
+    out = tmp_path / "r"
+    r = two_ranks("rounds", "--preset", "quickstart", "--no-progress", "--rounds", "2", "--learners", "warm",
+                  *tiny, "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((out / "rounds.json").read_text())
+    assert [sorted(k for k in ("scratch", "warm") if k in rec) for rec in result["rounds"]] == [["scratch"], ["warm"]]
+    assert r.stdout.count("run directory:") == 1
+    shards = json.loads((out / "round1" / "cache" / "manifest.json").read_text())
+    assert shards["complete"]
 
 
 MLP_BASELINE = ["baseline", "--preset", "quickstart", "--no-progress", "--set", "model.name=mlp",

@@ -242,7 +242,7 @@ def main(argv=None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        if args.command not in ("search", "train", "baseline", "run"):
+        if args.command not in ("search", "train", "baseline", "run", "rounds"):
             distributed.require_single(args.command)
         try:
             return args.func(args)

@@ -7,20 +7,26 @@ import json
 from .errors import UserError
 
 
-def _experiment(args, command: str, fn, **kw) -> int:
-    from .cli import _check_device, _print_summary, _resolve, _run_dir
+def _experiment(args, command: str, fn, multi_process: bool = False, **kw) -> int:
+    """`multi_process`: the experiment is built from stages that take torchrun (search, learning,
+    SGD), so under torchrun every rank joins the process group and rank 0 alone writes."""
+    from . import distributed
+    from .cli import _check_device, _print_summary, _resolve, _run_dir, _shared_run_dir
     from .data import prepare
     from .search import preflight
     cfg = _resolve(args)
     _check_device(cfg.device)
+    if multi_process:
+        cfg.device = distributed.init(cfg.device)
     if cfg.learn.target_searches != 1:
         raise UserError(f"learn.target_searches = {cfg.learn.target_searches}: only 'repsearch run' and 'repsearch "
                         f"train' average several searches; '{command}' learns from one (leave it at 1)")
     prep = prepare(cfg)
     preflight(cfg, prep)
-    run = _run_dir(args, command, cfg)
+    run = (_shared_run_dir if multi_process else _run_dir)(args, command, cfg)
     result = fn(prep, cfg, out_dir=run.path, **kw)
-    print(json.dumps(result.get("blocks", result), indent=2, default=str)[:4000])
+    if distributed.is_main():
+        print(json.dumps(result.get("blocks", result), indent=2, default=str)[:4000])
     _print_summary(run.summary({"dataset": prep.dataset.name, **{k: v for k, v in result.items() if k != "blocks"}}), run)
     return 0
 
@@ -73,8 +79,8 @@ def cmd_rounds(args) -> int:
     if args.rounds < 1:
         raise UserError("--rounds must be >= 1")
     learners = tuple(v.strip() for v in args.learners.split(",") if v.strip())
-    return _experiment(args, "rounds", rounds, n_rounds=args.rounds, carry=args.carry, learners=learners,
-                       progress=not args.no_progress)
+    return _experiment(args, "rounds", rounds, multi_process=True, n_rounds=args.rounds, carry=args.carry,
+                       learners=learners, progress=not args.no_progress)
 
 
 def cmd_ensemble(args) -> int:

@@ -126,7 +126,7 @@ def require_single(command: str) -> None:
     """Commands without a multi-process path refuse torchrun in one line rather than run N copies."""
     if launched():
         raise UserError(f"'repsearch {command}' runs in one process; launch it without torchrun (search, train, "
-                        "baseline and run take torchrun)")
+                        "baseline, run and rounds take torchrun)")
 
 
 def shutdown() -> None:
