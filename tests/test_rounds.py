@@ -105,3 +105,22 @@ def test_warm_only_rounds_skip_the_scratch_learner(two_rounds, tmp_path):
     assert warm_only["rounds"][1]["warm"] == result["rounds"][1]["warm"]
     with pytest.raises(UserError, match="carried"):
         rounds(prep, cfg, tmp_path, n_rounds=2, carry="scratch", progress=False, learners=("warm",))
+
+
+def test_later_overrides_change_only_later_rounds(two_rounds, tmp_path):
+    """`later`: round 0 is the fixture's (its cache reused, so its config is unchanged), round 1
+    searches with the overridden generations, which its cache's manifest records."""
+    import shutil
+    cfg, prep, out, result = two_rounds
+    shutil.copytree(out / "sgd", tmp_path / "sgd")
+    shutil.copytree(out / "round0", tmp_path / "round0")
+    later = rounds(prep, cfg, tmp_path, n_rounds=2, progress=False, learners=("warm",),
+                   later=["search.generations=[1,1,1,1]"])
+    assert later["rounds"][0] == result["rounds"][0]
+    manifest = json.loads((tmp_path / "round1" / "cache" / "manifest.json").read_text())
+    assert manifest["config"]["search"]["generations"] == [1, 1, 1, 1] != cfg.search.generations
+    assert later["rounds"][1]["evaluations_per_image"] < result["rounds"][1]["evaluations_per_image"]
+    with pytest.raises(UserError, match="only search"):
+        rounds(prep, cfg, tmp_path / "x", n_rounds=2, progress=False, later=["data.subset=50"])
+    with pytest.raises(UserError, match="groups_per_block"):
+        rounds(prep, cfg, tmp_path / "y", n_rounds=2, progress=False, later=["learn.groups_per_block=1"])

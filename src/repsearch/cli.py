@@ -55,7 +55,8 @@ def _check_device(device: str) -> None:
 def _run_dir(args, command: str, cfg):
     from .runs import RunDir, check_run_path, default_run_path
     path = Path(args.out) if args.out else default_run_path(command, args.preset)
-    config = {"command": command, "preset": args.preset, "overlays": args.overlays, **cfg.to_dict()}
+    config = {"command": command, "preset": args.preset, "overlays": args.overlays, **cfg.to_dict(),
+              **({"later_set": args.later_set} if getattr(args, "later_set", None) else {})}  # rounds: part of the run
     check_run_path(path, config)
     return RunDir(path, config, cfg.device)
 

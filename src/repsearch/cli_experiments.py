@@ -80,7 +80,7 @@ def cmd_rounds(args) -> int:
         raise UserError("--rounds must be >= 1")
     learners = tuple(v.strip() for v in args.learners.split(",") if v.strip())
     return _experiment(args, "rounds", rounds, multi_process=True, n_rounds=args.rounds, carry=args.carry,
-                       learners=learners, progress=not args.no_progress)
+                       learners=learners, later=args.later_set, progress=not args.no_progress)
 
 
 def cmd_ensemble(args) -> int:
@@ -103,6 +103,9 @@ def rounds_args(p):
                    help="which learner of a round searches in the next: warm-started (default) or from scratch")
     p.add_argument("--learners", default="scratch,warm",
                    help="learners that rounds >= 1 train: scratch,warm (default) or only the carried one")
+    p.add_argument("--later-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a search.*, learn.* or engine.* override for rounds >= 1 only (repeatable), e.g. fewer "
+                        "generations for a search that starts near a solution")
 
 
 def scaling_args(p):

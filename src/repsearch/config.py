@@ -227,6 +227,20 @@ def resolve(preset: str | None = None, overrides: list[str] = (), overlays: list
     return cfg
 
 
+def with_overrides(cfg: Config, overrides: list[str], sections: tuple[str, ...]) -> Config:
+    """A copy of `cfg` with `--set`-style overrides, each confined to `sections` (for settings that
+    may differ between stages of one run, e.g. later rounds' search, where the images may not)."""
+    import copy
+    out = copy.deepcopy(cfg)
+    for item in overrides:
+        key, value = parse_override(item)
+        if key.split(".")[0] not in sections:
+            raise UserError(f"'{item}': only {', '.join(s + '.*' for s in sections)} keys may differ here")
+        apply_key(out, key.split("."), value, key)
+    validate(out)
+    return out
+
+
 def from_dict(d: dict) -> Config:
     cfg = Config()
     apply_dict(cfg, d)

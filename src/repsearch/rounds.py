@@ -7,7 +7,9 @@ untrained network; here round r searches again with the network learned in round
 
 The network carried into the next round is `carry` ("warm": the warm-started learner; "scratch":
 the one learned from scratch). `learners` picks which learners rounds r >= 1 train (both by default;
-"warm" alone halves a later round's learning where compute binds). Layout of the run directory, every stage resumable:
+"warm" alone halves a later round's learning where compute binds). `later` overrides search, learn
+and engine settings for rounds r >= 1 only: a search that starts from a learned network's own
+representations is near a solution and may need fewer generations. Layout of the run directory, every stage resumable:
 
     OUT/sgd/                         SGD baseline on the same images (the reference)
     OUT/round{r}/cache/              the round's targets (fingerprint includes the search weights)
@@ -25,6 +27,7 @@ import torch
 
 from . import analysis, distributed
 from .baseline import run_baseline
+from .config import with_overrides
 from .errors import UserError
 from .learn import Diagnostics, build_learner, train_from_cache
 from .pipeline import _stage, search_or_open
@@ -32,6 +35,7 @@ from .storage import atomic_write_json
 
 CARRY = ("warm", "scratch")
 LEARNERS = ("scratch", "warm")
+LATER_SECTIONS = ("search", "learn", "engine")  # not data or model: every round sees the same images and network shape
 
 
 def target_cosines(a, b, rows: int = 1000) -> list[float]:
@@ -44,6 +48,10 @@ def target_cosines(a, b, rows: int = 1000) -> list[float]:
         for p, name in enumerate(a.names):
             sums[p] += analysis.cosine(ta[name], tb[name]).sum().item()
     return [s / n for s in sums]
+
+
+def _learner_shape(cfg) -> tuple:
+    return cfg.learn.groups_per_block, cfg.search.target_space
 
 
 def _learned(prep, cfg, stage_dir: Path, tag: str) -> torch.nn.Module:
@@ -72,22 +80,26 @@ def _round_record(r: int, search: dict, learned: dict, cosines: list[float] | No
 
 
 def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm", progress: bool = True,
-           learners: tuple[str, ...] = LEARNERS) -> dict:
+           learners: tuple[str, ...] = LEARNERS, later: list[str] = ()) -> dict:
     """Run (or resume) `n_rounds` rounds of search and learning; returns the per-round records.
     Round 0 trains from scratch; later rounds train `learners` (the carried one among them)."""
     if not learners or set(learners) - set(LEARNERS) or (n_rounds > 1 and carry not in learners):
         raise UserError(f"learners {list(learners)}: pick from {list(LEARNERS)}, including the carried '{carry}'")
     root = Path(out_dir)
+    later_cfg = with_overrides(cfg, list(later), LATER_SECTIONS)
+    if _learner_shape(later_cfg) != _learner_shape(cfg):
+        raise UserError("later rounds keep learn.groups_per_block and search.target_space: their learners start "
+                        "from (and search with) the previous round's network")
     sgd = _stage(root / "sgd", cfg.to_dict(), cfg.device, lambda run: run_baseline(prep, cfg, run, progress=progress))
     records, network, previous = [], None, None
     for r in range(n_rounds):
-        rdir = root / f"round{r}"
-        cache, search = search_or_open(prep, cfg, rdir / "cache", progress, network=network)
+        rdir, rcfg = root / f"round{r}", cfg if r == 0 else later_cfg
+        cache, search = search_or_open(prep, rcfg, rdir / "cache", progress, network=network)
         learned = {}
         if network is None or "scratch" in learners:
-            learned["scratch"] = _learn(prep, cfg, cache, rdir, "learn-scratch", progress)
+            learned["scratch"] = _learn(prep, rcfg, cache, rdir, "learn-scratch", progress)
         if network is not None and "warm" in learners:
-            learned["warm"] = _learn(prep, cfg, cache, rdir, "learn-warm", progress, start=network)
+            learned["warm"] = _learn(prep, rcfg, cache, rdir, "learn-warm", progress, start=network)
         cosines = None if previous is None else target_cosines(previous, cache)
         records.append(_round_record(r, search, learned, cosines))
         _add_cumulative(records, carry)
