@@ -124,3 +124,13 @@ def test_later_overrides_change_only_later_rounds(two_rounds, tmp_path):
         rounds(prep, cfg, tmp_path / "x", n_rounds=2, progress=False, later=["data.subset=50"])
     with pytest.raises(UserError, match="groups_per_block"):
         rounds(prep, cfg, tmp_path / "y", n_rounds=2, progress=False, later=["learn.groups_per_block=1"])
+
+
+@pytest.mark.parametrize("bad, said", [(["--learners", "warm", "--carry", "scratch"], "carried"),
+                                       (["--later-set", "data.subset=5"], "only search"),
+                                       (["--later-set", "learn.groups_per_block=3"], "groups_per_block")])
+def test_rounds_cli_bad_choices_say_one_line_and_write_nothing(tmp_path, capsys, bad, said):
+    assert main(["rounds", "--preset", "quickstart", "--rounds", "2", *bad, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

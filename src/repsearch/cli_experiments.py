@@ -7,7 +7,7 @@ import json
 from .errors import UserError
 
 
-def _experiment(args, command: str, fn, multi_process: bool = False, **kw) -> int:
+def _experiment(args, command: str, fn, multi_process: bool = False, check=None, **kw) -> int:
     """`multi_process`: the experiment is built from stages that take torchrun (search, learning,
     SGD), so under torchrun every rank joins the process group and rank 0 alone writes."""
     from . import distributed
@@ -21,6 +21,8 @@ def _experiment(args, command: str, fn, multi_process: bool = False, **kw) -> in
     if cfg.learn.target_searches != 1:
         raise UserError(f"learn.target_searches = {cfg.learn.target_searches}: only 'repsearch run' and 'repsearch "
                         f"train' average several searches; '{command}' learns from one (leave it at 1)")
+    if check is not None:
+        check(cfg)  # the command's own argument checks, before anything is written
     prep = prepare(cfg)
     preflight(cfg, prep)
     run = (_shared_run_dir if multi_process else _run_dir)(args, command, cfg)
@@ -75,12 +77,13 @@ def cmd_diversity(args) -> int:
 
 
 def cmd_rounds(args) -> int:
-    from .rounds import rounds
+    from .rounds import later_config, rounds
     if args.rounds < 1:
         raise UserError("--rounds must be >= 1")
     learners = tuple(v.strip() for v in args.learners.split(",") if v.strip())
-    return _experiment(args, "rounds", rounds, multi_process=True, n_rounds=args.rounds, carry=args.carry,
-                       learners=learners, later=args.later_set, progress=not args.no_progress)
+    check = lambda cfg: later_config(cfg, args.rounds, args.carry, learners, args.later_set)
+    return _experiment(args, "rounds", rounds, multi_process=True, check=check, n_rounds=args.rounds,
+                       carry=args.carry, learners=learners, later=args.later_set, progress=not args.no_progress)
 
 
 def cmd_ensemble(args) -> int:

@@ -79,17 +79,24 @@ def _round_record(r: int, search: dict, learned: dict, cosines: list[float] | No
     return rec
 
 
-def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm", progress: bool = True,
-           learners: tuple[str, ...] = LEARNERS, later: list[str] = ()) -> dict:
-    """Run (or resume) `n_rounds` rounds of search and learning; returns the per-round records.
-    Round 0 trains from scratch; later rounds train `learners` (the carried one among them)."""
+def later_config(cfg, n_rounds: int, carry: str, learners: tuple[str, ...], later) -> object:
+    """Rounds >= 1's config, after checking the choice of learners; the CLI calls it before it
+    creates the run directory, so a bad choice leaves nothing on disk."""
     if not learners or set(learners) - set(LEARNERS) or (n_rounds > 1 and carry not in learners):
         raise UserError(f"learners {list(learners)}: pick from {list(LEARNERS)}, including the carried '{carry}'")
-    root = Path(out_dir)
     later_cfg = with_overrides(cfg, list(later), LATER_SECTIONS)
     if _learner_shape(later_cfg) != _learner_shape(cfg):
         raise UserError("later rounds keep learn.groups_per_block and search.target_space: their learners start "
                         "from (and search with) the previous round's network")
+    return later_cfg
+
+
+def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm", progress: bool = True,
+           learners: tuple[str, ...] = LEARNERS, later: list[str] = ()) -> dict:
+    """Run (or resume) `n_rounds` rounds of search and learning; returns the per-round records.
+    Round 0 trains from scratch; later rounds train `learners` (the carried one among them)."""
+    later_cfg = later_config(cfg, n_rounds, carry, learners, later)
+    root = Path(out_dir)
     sgd = _stage(root / "sgd", cfg.to_dict(), cfg.device, lambda run: run_baseline(prep, cfg, run, progress=progress))
     records, network, previous = [], None, None
     for r in range(n_rounds):
