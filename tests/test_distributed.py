@@ -77,23 +77,39 @@ def test_commands_without_a_multi_process_path_refuse_torchrun_in_one_line(tmp_p
     assert not (tmp_path / "s").exists()
 
 
+TINY_ROUNDS = [v for kv in ("model.widths=[8,8,8]", "search.pop_size=8", "search.top_k=2", "search.n_explore=3",
+                            "search.n_refine=3", "search.generations=[3,2,2,3]",
+                            "data.subset=120", "learn.epochs=2", "learn.batch_size=20", "baseline.epochs=1",
+                            "baseline.batch_size=20", "learn.probe_images=50", "learn.entropy_images=20")
+               for v in ("--set", kv)]
+
+
 def test_rounds_on_two_ranks_search_and_learn_together(tmp_path):
     """`repsearch rounds` under torchrun: every stage joins the process group (round 1 searches
     with round 0's learned weights, chunks shared), rank 0 alone writes and prints."""
-    tiny = [v for kv in ("model.widths=[8,8,8]", "search.pop_size=8", "search.top_k=2", "search.n_explore=3",
-                         "search.n_refine=3", "search.generations=[3,2,2,3]",
-                         "data.subset=120", "learn.epochs=2", "learn.batch_size=20", "baseline.epochs=1",
-                         "baseline.batch_size=20", "learn.probe_images=50", "learn.entropy_images=20")
-            for v in ("--set", kv)]
     out = tmp_path / "r"
     r = two_ranks("rounds", "--preset", "quickstart", "--no-progress", "--rounds", "2", "--learners", "warm",
-                  *tiny, "--out", str(out))
+                  *TINY_ROUNDS, "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads((out / "rounds.json").read_text())
     assert [sorted(k for k in ("scratch", "warm") if k in rec) for rec in result["rounds"]] == [["scratch"], ["warm"]]
     assert r.stdout.count("run directory:") == 1
     shards = json.loads((out / "round1" / "cache" / "manifest.json").read_text())
     assert shards["complete"]
+
+
+def test_rounds_on_two_ranks_adopt_round0_once(tmp_path):
+    """`--round0` under torchrun: rank 0 links and copies while the other waits, then both run round 1."""
+    common = ("--preset", "quickstart", "--no-progress", *TINY_ROUNDS)
+    assert one_process("search", *common, "--out", str(tmp_path / "s")).returncode == 0
+    assert one_process("train", *common, "--cache", str(tmp_path / "s" / "cache"), "--out", str(tmp_path / "t")).returncode == 0
+    out = tmp_path / "r"
+    r = two_ranks("rounds", *common, "--rounds", "2", "--learners", "warm",
+                  "--round0", str(tmp_path / "s" / "cache"), str(tmp_path / "t"), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "round0" / "learn-scratch" / "model-learn-scratch.pt").read_bytes() == (tmp_path / "t" / "model-learn.pt").read_bytes()
+    assert not (out / "round0" / ".learn-scratch.tmp").exists()
+    assert json.loads((out / "round1" / "cache" / "manifest.json").read_text())["complete"]
 
 
 MLP_BASELINE = ["baseline", "--preset", "quickstart", "--no-progress", "--set", "model.name=mlp",

@@ -134,3 +134,53 @@ def test_rounds_cli_bad_choices_say_one_line_and_write_nothing(tmp_path, capsys,
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def search_and_train(tmp_path_factory):
+    """A finished `search` cache and the `train` run that learned from it, made as a user would."""
+    d = tmp_path_factory.mktemp("round0")
+    sets = [a for s in TINY for a in ("--set", s)]
+    assert main(["search", "--preset", "quickstart", *sets, "--out", str(d / "search"), "--no-progress"]) == 0
+    assert main(["train", "--preset", "quickstart", *sets, "--cache", str(d / "search" / "cache"),
+                 "--out", str(d / "train"), "--no-progress"]) == 0
+    return d / "search" / "cache", d / "train", sets
+
+
+def test_round0_adopts_a_finished_search_and_train(search_and_train, tmp_path):
+    cache, train, sets = search_and_train
+    out = tmp_path / "r"
+    assert main(["rounds", "--preset", "quickstart", *sets, "--rounds", "2", "--learners", "warm",
+                 "--round0", str(cache), str(train), "--out", str(out), "--no-progress"]) == 0
+    adopted = out / "round0" / "learn-scratch"
+    assert (out / "round0" / "cache").is_symlink() and (out / "round0" / "cache").samefile(cache)
+    assert (adopted / "model-learn-scratch.pt").read_bytes() == (train / "model-learn.pt").read_bytes()
+    assert (adopted / "metrics.jsonl").read_text() == (train / "metrics.jsonl").read_text()  # not trained again
+    result = json.loads((out / "rounds.json").read_text())
+    assert result["rounds"][0]["scratch"]["test_accuracy"] == json.loads((train / "summary.json").read_text())["test_accuracy"]
+    learned = torch.load(train / "model-learn.pt", weights_only=True)
+    network = torch.load(out / "round1" / "cache" / "network.pt", weights_only=True)
+    params = [k for k in learned if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert params and all(torch.equal(network[k], learned[k]) for k in params)  # round 1 searched with it
+    assert json.loads((out / "config.json").read_text())["round0"] == [str(cache.resolve()), str(train.resolve())]
+
+
+@pytest.mark.parametrize("change, said", [("other-setting", "learn.epochs"), ("other-seed", "another dataset/network"),
+                                          ("no-model", "has no model-learn.pt"), ("other-cache", "was trained on")])
+def test_round0_that_round0_would_not_have_made_is_refused(search_and_train, tmp_path, capsys, change, said):
+    import shutil
+    cache, train, sets = search_and_train
+    extra = {"other-setting": ["--set", "learn.epochs=2"], "other-seed": ["--seed", "1"]}.get(change, [])
+    if change == "no-model":
+        shutil.copytree(train, tmp_path / "train")
+        (tmp_path / "train" / "model-learn.pt").unlink()
+        train = tmp_path / "train"
+    if change == "other-cache":
+        shutil.copytree(cache, tmp_path / "cache")
+        cache = tmp_path / "cache"
+    argv = ["rounds", "--preset", "quickstart", *sets, *extra, "--rounds", "2", "--round0", str(cache), str(train),
+            "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()

@@ -56,7 +56,8 @@ def _run_dir(args, command: str, cfg):
     from .runs import RunDir, check_run_path, default_run_path
     path = Path(args.out) if args.out else default_run_path(command, args.preset)
     config = {"command": command, "preset": args.preset, "overlays": args.overlays, **cfg.to_dict(),
-              **({"later_set": args.later_set} if getattr(args, "later_set", None) else {})}  # rounds: part of the run
+              **({"later_set": args.later_set} if getattr(args, "later_set", None) else {}),  # rounds: part of the run
+              **({"round0": [str(Path(p).resolve()) for p in args.round0]} if getattr(args, "round0", None) else {})}
     check_run_path(path, config)
     return RunDir(path, config, cfg.device)
 

@@ -21,10 +21,10 @@ def _experiment(args, command: str, fn, multi_process: bool = False, check=None,
     if cfg.learn.target_searches != 1:
         raise UserError(f"learn.target_searches = {cfg.learn.target_searches}: only 'repsearch run' and 'repsearch "
                         f"train' average several searches; '{command}' learns from one (leave it at 1)")
-    if check is not None:
-        check(cfg)  # the command's own argument checks, before anything is written
     prep = prepare(cfg)
     preflight(cfg, prep)
+    if check is not None:
+        check(cfg, prep)  # the command's own argument checks, before anything is written
     run = (_shared_run_dir if multi_process else _run_dir)(args, command, cfg)
     result = fn(prep, cfg, out_dir=run.path, **kw)
     if distributed.is_main():
@@ -77,13 +77,18 @@ def cmd_diversity(args) -> int:
 
 
 def cmd_rounds(args) -> int:
-    from .rounds import later_config, rounds
+    from .rounds import check_round0, later_config, rounds
     if args.rounds < 1:
         raise UserError("--rounds must be >= 1")
     learners = tuple(v.strip() for v in args.learners.split(",") if v.strip())
-    check = lambda cfg: later_config(cfg, args.rounds, args.carry, learners, args.later_set)
+
+    def check(cfg, prep):
+        later_config(cfg, args.rounds, args.carry, learners, args.later_set)
+        if args.round0:
+            check_round0(prep, cfg, *args.round0)
     return _experiment(args, "rounds", rounds, multi_process=True, check=check, n_rounds=args.rounds,
-                       carry=args.carry, learners=learners, later=args.later_set, progress=not args.no_progress)
+                       carry=args.carry, learners=learners, later=args.later_set, round0=args.round0,
+                       progress=not args.no_progress)
 
 
 def cmd_ensemble(args) -> int:
@@ -109,6 +114,9 @@ def rounds_args(p):
     p.add_argument("--later-set", action="append", default=[], metavar="KEY=VALUE",
                    help="a search.*, learn.* or engine.* override for rounds >= 1 only (repeatable), e.g. fewer "
                         "generations for a search that starts near a solution")
+    p.add_argument("--round0", nargs=2, metavar=("CACHE", "TRAIN_RUN"),
+                   help="adopt a finished 'search' cache and the 'train' run directory that learned from it as "
+                        "round 0 (checked to match this command's settings; the cache is linked, the run copied)")
 
 
 def scaling_args(p):

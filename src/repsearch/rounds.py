@@ -9,7 +9,9 @@ The network carried into the next round is `carry` ("warm": the warm-started lea
 the one learned from scratch). `learners` picks which learners rounds r >= 1 train (both by default;
 "warm" alone halves a later round's learning where compute binds). `later` overrides search, learn
 and engine settings for rounds r >= 1 only: a search that starts from a learned network's own
-representations is near a solution and may need fewer generations. Layout of the run directory, every stage resumable:
+representations is near a solution and may need fewer generations. `round0` adopts a finished
+`search` cache and `train` run as round 0, once checked to be what round 0 would have made.
+Layout of the run directory, every stage resumable:
 
     OUT/sgd/                         SGD baseline on the same images (the reference)
     OUT/round{r}/cache/              the round's targets (fingerprint includes the search weights)
@@ -21,6 +23,8 @@ representations is near a solution and may need fewer generations. Layout of the
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -31,11 +35,13 @@ from .config import with_overrides
 from .errors import UserError
 from .learn import Diagnostics, build_learner, train_from_cache
 from .pipeline import _stage, search_or_open
+from .runs import config_difference
 from .storage import atomic_write_json
 
 CARRY = ("warm", "scratch")
 LEARNERS = ("scratch", "warm")
 LATER_SECTIONS = ("search", "learn", "engine")  # not data or model: every round sees the same images and network shape
+LEARNER_SECTIONS = ("data", "model", "learn", "seed")  # what a 'train' run must share to stand in for round 0's learner
 
 
 def target_cosines(a, b, rows: int = 1000) -> list[float]:
@@ -91,12 +97,62 @@ def later_config(cfg, n_rounds: int, carry: str, learners: tuple[str, ...], late
     return later_cfg
 
 
+def check_round0(prep, cfg, cache_dir, learner_dir) -> None:
+    """A finished `search` cache and `train` run may stand in for round 0 only if they are what round
+    0 would have made: the cache is complete and this config's (fingerprint), and the learner was
+    trained on that cache with this config's data, model, learn and seed settings."""
+    from .cache import TargetCache
+    from .search import fingerprint_for
+    cache_dir, learner_dir = Path(cache_dir), Path(learner_dir)
+    if not TargetCache.open(cache_dir, fingerprint_for(cfg, prep)).manifest.get("complete"):
+        raise UserError(f"--round0: the cache {cache_dir} is unfinished; resume its 'repsearch search' first")
+    missing = [n for n in ("config.json", "summary.json", "model-learn.pt") if not (learner_dir / n).is_file()]
+    if missing:
+        raise UserError(f"--round0: {learner_dir} has no {missing[0]}; give the directory of a finished 'repsearch train'")
+    try:
+        trained, summary = (json.loads((learner_dir / n).read_text()) for n in ("config.json", "summary.json"))
+    except (OSError, ValueError):
+        raise UserError(f"--round0: {learner_dir} has an unreadable config.json or summary.json (damaged)") from None
+    diff = config_difference(trained, cfg.to_dict(), LEARNER_SECTIONS)
+    if diff:
+        raise UserError(f"--round0: the learner in {learner_dir} was trained with another {diff} than this command's; "
+                        "give the same --preset/--set/--seed it was trained with")
+    used = summary.get("cache")
+    if not (isinstance(used, str) and Path(used).is_dir() and Path(used).samefile(cache_dir)):
+        raise UserError(f"--round0: the learner in {learner_dir} was trained on {used}, not on {cache_dir} (paths "
+                        "are resolved from the directory 'repsearch train' ran in; run this command there)")
+
+
+def adopt_round0(root: Path, cache_dir, learner_dir) -> None:
+    """Round 0's stages from a checked cache and learner: the cache linked, not copied (it can be
+    large); the learner's run directory copied whole, its model also under the stage's name, and
+    moved into place at once, so an interrupted copy is never taken for a finished stage."""
+    r0 = Path(root) / "round0"
+    r0.mkdir(parents=True, exist_ok=True)
+    link, stage = r0 / "cache", r0 / "learn-scratch"
+    same = lambda name: json.loads((stage / name).read_text()) == json.loads((Path(learner_dir) / name).read_text())
+    if (link.exists() and not link.samefile(cache_dir)) or (stage.exists() and not same("summary.json")):
+        raise UserError(f"--round0: {r0} already holds another round 0; choose another --out")
+    if not link.exists():
+        link.symlink_to(Path(cache_dir).resolve(), target_is_directory=True)
+    if not stage.exists():
+        tmp = r0 / ".learn-scratch.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(learner_dir, tmp)
+        shutil.copyfile(tmp / "model-learn.pt", tmp / "model-learn-scratch.pt")
+        tmp.rename(stage)
+
+
 def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm", progress: bool = True,
-           learners: tuple[str, ...] = LEARNERS, later: list[str] = ()) -> dict:
+           learners: tuple[str, ...] = LEARNERS, later: list[str] = (), round0: tuple | None = None) -> dict:
     """Run (or resume) `n_rounds` rounds of search and learning; returns the per-round records.
-    Round 0 trains from scratch; later rounds train `learners` (the carried one among them)."""
+    Round 0 trains from scratch, or is adopted from `round0` = (a `search` cache, a `train` run
+    directory); later rounds train `learners` (the carried one among them)."""
     later_cfg = later_config(cfg, n_rounds, carry, learners, later)
     root = Path(out_dir)
+    if round0 is not None:
+        check_round0(prep, cfg, *round0)
+        distributed.main_first(lambda: adopt_round0(root, *round0))
     sgd = _stage(root / "sgd", cfg.to_dict(), cfg.device, lambda run: run_baseline(prep, cfg, run, progress=progress))
     records, network, previous = [], None, None
     for r in range(n_rounds):

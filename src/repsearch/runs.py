@@ -74,10 +74,19 @@ def check_run_path(path: Path, config: dict) -> None:
             previous = json.loads(old.read_text())
         except (OSError, json.JSONDecodeError):
             raise UserError(f"--out {path} has an unreadable config.json; choose another --out") from None
-        diff = _first_difference(_comparable(previous), _comparable(config))
+        diff = config_difference(previous, config)
         if diff:
             raise UserError(f"--out {path} holds another run ({diff} differs from this command's); choose another "
                             "--out, or repeat that run's config to resume it")
+
+
+def config_difference(a: dict, b: dict, sections: tuple[str, ...] | None = None) -> str | None:
+    """The first setting (dotted key) in which two run configs differ, ignoring what does not change
+    results (REUSABLE_DIFFERENCES); `sections` limits the comparison to those top-level keys."""
+    a, b = _comparable(a), _comparable(b)
+    if sections is not None:
+        a, b = ({k: c.get(k) for k in sections} for c in (a, b))
+    return _first_difference(a, b)
 
 
 def _comparable(config: dict) -> dict:
