@@ -75,6 +75,18 @@ def test_warm_learner_starts_from_the_carried_weights(two_rounds):
     assert fresh1["hcoll_within_block0"] == fresh["hcoll_within_block0"] != first["hcoll_within_block0"]
 
 
+def test_plotted_warm_chain_starts_at_the_learner_it_was_warm_started_from(two_rounds):
+    from repsearch.rounds import accuracy_series
+    _, _, _, result = two_rounds
+    r0, r1 = result["rounds"]
+    series = accuracy_series(result)
+    assert series["warm"] == [(0, 100 * r0["scratch"]["test_accuracy"]), (1, 100 * r1["warm"]["test_accuracy"])]
+    assert series["scratch"] == [(0, 100 * r0["scratch"]["test_accuracy"]), (1, 100 * r1["scratch"]["test_accuracy"])]
+    # carried from scratch, round 1's warm learner started from round 0's too, but round 2's would
+    # not continue round 1's warm one: no chain, no line back
+    assert accuracy_series({**result, "carry": "scratch"})["warm"] == [(1, 100 * r1["warm"]["test_accuracy"])]
+
+
 def test_resume_reuses_finished_rounds_and_a_changed_network_is_refused(two_rounds):
     cfg, prep, out, result = two_rounds
     stamp = (out / "round1" / "learn-warm" / "summary.json").stat().st_mtime_ns

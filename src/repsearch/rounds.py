@@ -195,15 +195,25 @@ def _headline(records: list[dict], sgd: float) -> dict:
             "gap_points_round0": 100 * (sgd - best(records[0])), "gap_points_last_round": 100 * (sgd - best(records[-1]))}
 
 
+def accuracy_series(result: dict) -> dict[str, list[tuple[int, float]]]:
+    """Test accuracy (%) per round for each kind of learner. With `carry = "warm"` the warm series
+    starts at round 0's learner, the one round 1's warm learner started from: one line per chain."""
+    recs = result["rounds"]
+    series = {kind: [(r["round"], 100 * r[kind]["test_accuracy"]) for r in recs if kind in r] for kind in LEARNERS}
+    if result["carry"] == "warm" and series["warm"]:
+        series["warm"].insert(0, series["scratch"][0])
+    return {kind: pts for kind, pts in series.items() if pts}
+
+
 def plot_rounds(result: dict, path: Path) -> None:
     """Left: test accuracy per round (scratch, warm) against SGD. Right: searched CE per point."""
     from .plots import plt, save
     recs = result["rounds"]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for kind, marker in (("scratch", "o"), ("warm", "s")):
-        pts = [(r["round"], 100 * r[kind]["test_accuracy"]) for r in recs if kind in r]
-        if pts:
-            ax.plot(*zip(*pts), marker=marker, label=f"learned ({kind})")
+    for kind, pts in accuracy_series(result).items():
+        borrowed = kind == "warm" and pts[0][0] == 0  # round 0's point is the scratch learner's: no square there
+        ax.plot(*zip(*pts), marker={"scratch": "o", "warm": "s"}[kind], markevery=slice(int(borrowed), None),
+                label=f"learned ({kind})")
     ax.axhline(100 * result["sgd_test_accuracy"], color="k", ls="--", label="SGD")
     ax.set(xlabel="round", ylabel="test accuracy (%)", title="accuracy per round")
     for p in range(len(recs[0]["ce_per_point"])):
