@@ -196,3 +196,13 @@ def test_round0_that_round0_would_not_have_made_is_refused(search_and_train, tmp
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_round0_is_not_adopted_over_another_round0(search_and_train, tmp_path):
+    from repsearch.rounds import adopt_round0
+    cache, train, _ = search_and_train
+    (tmp_path / "round0").mkdir()
+    (tmp_path / "round0" / "cache").symlink_to(tmp_path / "gone")  # a dangling link left by another run
+    with pytest.raises(UserError, match="another round 0"):
+        adopt_round0(tmp_path, cache, train)
+    assert not (tmp_path / "round0" / "learn-scratch").exists()

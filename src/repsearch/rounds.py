@@ -131,9 +131,10 @@ def adopt_round0(root: Path, cache_dir, learner_dir) -> None:
     r0.mkdir(parents=True, exist_ok=True)
     link, stage = r0 / "cache", r0 / "learn-scratch"
     same = lambda name: json.loads((stage / name).read_text()) == json.loads((Path(learner_dir) / name).read_text())
-    if (link.exists() and not link.samefile(cache_dir)) or (stage.exists() and not same("summary.json")):
+    linked = link.is_symlink() or link.exists()  # a dangling link is there too, and is another round 0
+    if (linked and not (link.exists() and link.samefile(cache_dir))) or (stage.exists() and not same("summary.json")):
         raise UserError(f"--round0: {r0} already holds another round 0; choose another --out")
-    if not link.exists():
+    if not linked:
         link.symlink_to(Path(cache_dir).resolve(), target_is_directory=True)
     if not stage.exists():
         tmp = r0 / ".learn-scratch.tmp"
