@@ -3,6 +3,7 @@ same bytes as one process makes, also when ranks resume a partial cache; DDP lea
 ranks is one process's learning at the same global batch."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -24,6 +25,13 @@ def two_ranks(*args):
                            "-m", "repsearch", *args], capture_output=True, text=True, env=ENV, timeout=600)
 
 
+def why(r) -> str:
+    """A failed torchrun's cause: every rank's exception line first (the tail alone shows only the
+    rank that was left waiting), then the tail."""
+    causes = [line for line in r.stderr.splitlines() if re.match(r"\[rank\d+\]: \w+(Error|Exception)\b", line)]
+    return "\n".join(causes) + "\n...\n" + r.stderr[-2000:]
+
+
 def arrays(cache):
     return {name: np.load(cache / f"{name}.npy") for name in ARRAYS}
 
@@ -43,7 +51,7 @@ def single(tmp_path_factory):
 def test_two_ranks_share_the_chunks_and_write_the_same_bytes(single, tmp_path):
     out = tmp_path / "two"
     r = two_ranks(*SEARCH, "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     cache = out / "cache"
     records = [json.loads(p.read_text()) for p in sorted((cache / "chunks").glob("*.json"))]
     assert {rec["rank"] for rec in records} == {0, 1} and len(records) == 8  # 120 images / 16
@@ -64,7 +72,7 @@ def test_two_ranks_resume_a_partial_cache_to_the_same_bytes(single, tmp_path):
             arr[c * 16:(c + 1) * 16] = 0
             arr.flush()
     r = two_ranks(*SEARCH, "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     redone = {json.loads((out / "cache" / "chunks" / f"{c:05d}.json").read_text())["rank"] for c in (1, 4, 5)}
     assert redone == {0, 1}
     assert same_bytes(arrays(single), arrays(out / "cache"))
@@ -90,7 +98,7 @@ def test_rounds_on_two_ranks_search_and_learn_together(tmp_path):
     out = tmp_path / "r"
     r = two_ranks("rounds", "--preset", "quickstart", "--no-progress", "--rounds", "2", "--learners", "warm",
                   *TINY_ROUNDS, "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     result = json.loads((out / "rounds.json").read_text())
     assert [sorted(k for k in ("scratch", "warm") if k in rec) for rec in result["rounds"]] == [["scratch"], ["warm"]]
     assert r.stdout.count("run directory:") == 1
@@ -106,7 +114,7 @@ def test_rounds_on_two_ranks_adopt_round0_once(tmp_path):
     out = tmp_path / "r"
     r = two_ranks("rounds", *common, "--rounds", "2", "--learners", "warm",
                   "--round0", str(tmp_path / "s" / "cache"), str(tmp_path / "t"), "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     assert (out / "round0" / "learn-scratch" / "model-learn-scratch.pt").read_bytes() == (tmp_path / "t" / "model-learn.pt").read_bytes()
     assert not (out / "round0" / ".learn-scratch.tmp").exists()
     assert json.loads((out / "round1" / "cache" / "manifest.json").read_text())["complete"]
@@ -125,7 +133,7 @@ def test_ddp_training_on_two_ranks_is_one_process_training(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert one_process(*MLP_BASELINE, "--out", str(one)).returncode == 0
     r = two_ranks(*MLP_BASELINE, "--out", str(two))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     a, b = torch.load(one / "model-depth1.pt"), torch.load(two / "model-depth1.pt")
     assert a.keys() == b.keys()
     for k in a:
@@ -142,14 +150,14 @@ def test_run_on_two_ranks_end_to_end(tmp_path):
             "--set", "baseline.epochs=2", "--set", "learn.probe_images=100", "--set", "search.generations=[3,2,2,2]",
             "--set", "learn.head_refit_l2=0.01", "--out", str(tmp_path / "run")]
     r = two_ranks(*args)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0 < summary["sgd_test_accuracy"] <= 1 and (tmp_path / "run" / "report.html").exists()
     assert r.stdout.count("| SGD |") == 1  # printed once, by rank 0
     refit = json.loads((tmp_path / "run" / "seed0" / "learn-all-noaug" / "summary.json").read_text())["head_refit"]
     assert refit["objective_after"] <= refit["objective_before"]  # the shared feature forwards, gathered
     again = two_ranks(*args)
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 0, why(again)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["sgd_test_accuracy"] == summary["sgd_test_accuracy"]
 
 
@@ -197,7 +205,7 @@ def test_without_restarts_a_killed_rank_leaves_only_whole_chunks_and_the_same_co
     for record in (out / "cache" / "chunks").glob("*.json"):  # every record is whole JSON with its checksums
         assert "checksums" in json.loads(record.read_text())
     r = two_ranks(*ELASTIC, "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     from repsearch.cache import TargetCache
     from repsearch.verify import verify_cache
     verify_cache(TargetCache.open(out / "cache"))
@@ -228,7 +236,7 @@ def test_ranks_whose_validation_scores_disagree_stop_early_together(tmp_path):
     script = os.path.join(os.path.dirname(__file__), "fixtures", "ddp_early_stop.py")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
                         str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
     assert sorted(x["rank"] for x in ranks) == [0, 1]
     assert {(x["epochs_run"], x["best_epoch"]) for x in ranks} == {(4, 2)}  # rank 0's scores: best at 2, patience 2
@@ -241,7 +249,7 @@ def test_shared_measurements_run_once_each_and_reach_every_rank(tmp_path):
     script = os.path.join(os.path.dirname(__file__), "fixtures", "ddp_shared.py")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
                         str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, why(r)
     ranks = {k: json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)}
     assert ranks[0]["ran"] == [0, 2] and ranks[1]["ran"] == [1]
     expected = [{"job": 0, "rank": 0}, {"job": 1, "rank": 1}, {"job": 2, "rank": 0}]
@@ -257,3 +265,30 @@ def test_shared_in_one_process_runs_every_job_in_order():
     assert order == ["a", "b"]
     with pytest.raises(ZeroDivisionError):
         distributed.shared([lambda: 1 / 0])
+
+
+STAGE_SCRIPT = """
+import sys, time
+from pathlib import Path
+from repsearch import distributed
+from repsearch.pipeline import _stage
+distributed.init("cpu")
+def slow_rank0(run):  # rank 0 finishes its stage late: the others must not run ahead of its files
+    time.sleep(2 if distributed.is_main() else 0)
+    run.save({"w": 1}, "model.pt")
+    return {}
+_stage(Path(sys.argv[1]), {}, "cpu", slow_rank0)
+print(f"rank {distributed.rank()} sees the model: {(Path(sys.argv[1]) / 'model.pt').exists()}")
+distributed.shutdown()
+"""
+
+
+def test_a_stage_returns_on_every_rank_only_once_rank0s_files_are_written(tmp_path):
+    """Regression (CI, stop 39): `rounds` loads a learner right after its stage; rank 1 got there
+    before rank 0 had saved it and died with FileNotFoundError."""
+    script = tmp_path / "stage.py"
+    script.write_text(STAGE_SCRIPT)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script), str(tmp_path / "stage")], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, why(r)
+    assert sorted(r.stdout.split("\n"))[-2:] == ["rank 0 sees the model: True", "rank 1 sees the model: True"]

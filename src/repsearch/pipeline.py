@@ -38,12 +38,15 @@ def _aug_name(augment: bool) -> str:
 
 def _stage(path: Path, config: dict, device: str, fn) -> dict:
     """Run fn(run) unless path/summary.json exists; return the stage's summary. Under torchrun
-    every rank takes rank 0's decision (they train together) and only rank 0 writes."""
+    every rank takes rank 0's decision (they train together) and only rank 0 writes; no rank
+    returns before rank 0's files are on disk, so a rank may read them next (a learned model)."""
     done = path / "summary.json"
     if distributed.broadcast(done.exists()):
         return json.loads(done.read_text())
     run = RunDir(path, config, device)
-    return run.summary(fn(run))
+    summary = run.summary(fn(run))
+    distributed.barrier()
+    return summary
 
 
 def search_or_open(prep, cfg, cache_path: Path, progress: bool = True, network=None):
