@@ -76,8 +76,8 @@ def test_baseline_cli_writes_run_directory(tmp_path):
     assert {"torch", "device", "commit", "dirty"} <= env.keys()
     # the CPU picks the kernels (the same seed's SGD differs by 0.7 points across two EPYCs)
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["cpu_capability"]
-    if Path("/proc/cpuinfo").exists():
-        assert env["cpu_model_name"] and env["cpu_family"] is not None
+    if Path("/proc/cpuinfo").exists() and "model name" in Path("/proc/cpuinfo").read_text():
+        assert env["cpu_model_name"]
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) >= 2 and all(json.loads(x) for x in lines)
     assert (out / "model-depth1.pt").exists()
