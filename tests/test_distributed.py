@@ -20,9 +20,18 @@ def one_process(*args):
     return subprocess.run([sys.executable, "-m", "repsearch", *args], capture_output=True, text=True, env=ENV)
 
 
-def two_ranks(*args):
+def torchrun(*args, timeout: int = 600):
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "repsearch", *args], capture_output=True, text=True, env=ENV, timeout=600)
+                           *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def two_ranks(*args):
+    return torchrun("-m", "repsearch", *args)
+
+
+def fixture_on_two_ranks(script: str, out_dir, timeout: int = 300):
+    """tests/fixtures/SCRIPT under torchrun; it writes each rank's findings under out_dir."""
+    return torchrun(os.path.join(os.path.dirname(__file__), "fixtures", script), out_dir, timeout=timeout)
 
 
 def why(r) -> str:
@@ -233,9 +242,7 @@ def test_ranks_whose_validation_scores_disagree_stop_early_together(tmp_path):
     its last batch), so their scores can disagree; rank 0's decides the best epoch and the stop for
     all, or a rank that stopped would leave the other waiting at a collective (a 30,000-image
     MNIST run ended so, its learner stopped by patience at epoch 10)."""
-    script = os.path.join(os.path.dirname(__file__), "fixtures", "ddp_early_stop.py")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
-                        str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
+    r = fixture_on_two_ranks("ddp_early_stop.py", tmp_path)
     assert r.returncode == 0, why(r)
     ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
     assert sorted(x["rank"] for x in ranks) == [0, 1]
@@ -246,9 +253,7 @@ def test_shared_measurements_run_once_each_and_reach_every_rank(tmp_path):
     """`distributed.shared` splits independent jobs over the ranks (the learner's final test and
     probes on one, the untrained control on the other): each job runs on exactly one rank, every
     rank gets every result in order, and a job that raised stops every rank."""
-    script = os.path.join(os.path.dirname(__file__), "fixtures", "ddp_shared.py")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
-                        str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
+    r = fixture_on_two_ranks("ddp_shared.py", tmp_path)
     assert r.returncode == 0, why(r)
     ranks = {k: json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)}
     assert ranks[0]["ran"] == [0, 2] and ranks[1]["ran"] == [1]
@@ -267,28 +272,10 @@ def test_shared_in_one_process_runs_every_job_in_order():
         distributed.shared([lambda: 1 / 0])
 
 
-STAGE_SCRIPT = """
-import sys, time
-from pathlib import Path
-from repsearch import distributed
-from repsearch.pipeline import _stage
-distributed.init("cpu")
-def slow_rank0(run):  # rank 0 finishes its stage late: the others must not run ahead of its files
-    time.sleep(2 if distributed.is_main() else 0)
-    run.save({"w": 1}, "model.pt")
-    return {}
-_stage(Path(sys.argv[1]), {}, "cpu", slow_rank0)
-print(f"rank {distributed.rank()} sees the model: {(Path(sys.argv[1]) / 'model.pt').exists()}")
-distributed.shutdown()
-"""
-
 
 def test_a_stage_returns_on_every_rank_only_once_rank0s_files_are_written(tmp_path):
-    """Regression (CI, stop 39): `rounds` loads a learner right after its stage; rank 1 got there
-    before rank 0 had saved it and died with FileNotFoundError."""
-    script = tmp_path / "stage.py"
-    script.write_text(STAGE_SCRIPT)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(script), str(tmp_path / "stage")], capture_output=True, text=True, env=ENV, timeout=120)
+    """Regression (CI, 2026-12-01): `rounds` loads a learner right after its stage; rank 1 got
+    there before rank 0 had saved it and died with FileNotFoundError."""
+    r = fixture_on_two_ranks("ddp_stage.py", tmp_path, timeout=120)
     assert r.returncode == 0, why(r)
-    assert sorted(r.stdout.split("\n"))[-2:] == ["rank 0 sees the model: True", "rank 1 sees the model: True"]
+    assert [json.loads((tmp_path / f"rank{k}.json").read_text())["sees_model"] for k in (0, 1)] == [True, True]

@@ -46,8 +46,7 @@ def cpu_identity() -> dict:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:  # not Linux: the platform string is what there is
         return info
-    fields = dict(line.split(":", 1) for line in lines[:30] if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines[:30] if ":" in line)}
     info.update({"cpu_model_name": fields.get("model name"), "cpu_family": fields.get("cpu family"),
                  "cpu_model": fields.get("model")})
     return info
