@@ -35,9 +35,10 @@ def fixture_on_two_ranks(script: str, out_dir, timeout: int = 300):
 
 
 def why(r) -> str:
-    """A failed torchrun's cause: every rank's exception line first (the tail alone shows only the
-    rank that was left waiting), then the tail."""
-    causes = [line for line in r.stderr.splitlines() if re.match(r"\[rank\d+\]: \w+(Error|Exception)\b", line)]
+    """A failed torchrun's cause: every rank's exception line, or a C++ abort's message (SIGABRT),
+    first (the tail alone shows only the rank that was left waiting), then the tail."""
+    causes = [line for line in r.stderr.splitlines()
+              if re.match(r"\[rank\d+\]: \w+(Error|Exception)\b", line) or "terminate called" in line or "what():" in line]
     return "\n".join(causes) + "\n...\n" + r.stderr[-2000:]
 
 
@@ -226,7 +227,8 @@ def test_a_rank_killed_mid_training_with_restarts_resumes_from_the_checkpoint(tm
     import torch
     args = [*MLP_BASELINE, "--set", "baseline.epochs=40"]
     full, killed = tmp_path / "full", tmp_path / "killed"
-    assert two_ranks(*args, "--out", str(full)).returncode == 0
+    r = two_ranks(*args, "--out", str(full))
+    assert r.returncode == 0, why(r)
     epochs = lambda: len((killed / "metrics.jsonl").read_text().splitlines()) if (killed / "metrics.jsonl").exists() else 0
     rc, err = killed_mid_run([*args, "--out", str(killed)], epochs, 5, restarts=1)
     assert rc == 0, err[-3000:]
