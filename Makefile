@@ -26,6 +26,7 @@ demo: setup
 	$(VENV)/bin/repsearch run --preset quickstart --out runs/quickstart
 
 test: setup data
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra
 
 bench: setup data

@@ -10,10 +10,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import parser, references  # noqa: E402
 
-from repsearch.baseline import run_baseline  # noqa: E402
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
 from repsearch.errors import UserError  # noqa: E402
+from repsearch.learn.baseline import run_baseline  # noqa: E402
 
 
 def main():

@@ -13,9 +13,9 @@ from common import parser, references  # noqa: E402
 
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
-from repsearch.learn import build_learner, train_from_cache  # noqa: E402
+from repsearch.learn.regression import build_learner, train_from_cache  # noqa: E402
 from repsearch.models.staged import forward_flops  # noqa: E402
-from repsearch.search import run_search  # noqa: E402
+from repsearch.search.pool import run_search  # noqa: E402
 
 
 def main():

@@ -12,7 +12,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from repsearch.noise import per_image_rng
+from repsearch.search.noise import per_image_rng
 
 
 def one_generation(rng, children: int, shape: tuple, top_k: int):

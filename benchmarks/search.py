@@ -18,9 +18,9 @@ from common import references  # noqa: E402
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
 from repsearch.errors import UserError  # noqa: E402
-from repsearch.engine import chunk_size, search_images  # noqa: E402
-from repsearch.hooks import ChunkRecorder  # noqa: E402
-from repsearch.search import flops_from, images_for, open_search  # noqa: E402
+from repsearch.search.engine import chunk_size, search_images  # noqa: E402
+from repsearch.search.hooks import ChunkRecorder  # noqa: E402
+from repsearch.search.pool import flops_from, images_for, open_search  # noqa: E402
 
 # path -> (engine.fast, search.noise, engine.compile)
 PATHS = {"plain": ("false", "fresh", "[]"), "fast": ("true", "bank", "[]"), "compiled": ("true", "bank", "[0,1,2,3]")}
@@ -34,7 +34,8 @@ def measure(dataset, width, path, images, gens, data_root, device="cpu", overrid
                                 f"engine.compile={compiled}",
                                 "data.subset=0", *overrides], device=device, **{"data.root": data_root})
     prep = prepare(cfg)
-    problem, params = open_search(cfg, prep)
+    searcher = open_search(cfg, prep)
+    problem, params = searcher.problem, searcher.params
     chunk = min(images, chunk_size(problem.shapes, params, cfg.engine, cfg.device))
     images = -(-images // chunk) * chunk  # whole chunks: a smaller last chunk would recompile a compiled graph
     rows = prep.split.pool[:images]

@@ -13,10 +13,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import parser  # noqa: E402
 
-from repsearch.baseline import run_baseline  # noqa: E402
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
-from repsearch.runs import RunDir  # noqa: E402
+from repsearch.learn.baseline import run_baseline  # noqa: E402
+from repsearch.store.rundir import RunDir  # noqa: E402
 
 
 def one(preset, overrides, data_root, device, seed, precision, lr, tmp) -> dict:

@@ -13,12 +13,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import parser, references  # noqa: E402
 
-from repsearch.baseline import train_baseline  # noqa: E402
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
-from repsearch.learn import build_learner, train_from_cache  # noqa: E402
+from repsearch.learn.baseline import train_baseline  # noqa: E402
+from repsearch.learn.regression import build_learner, train_from_cache  # noqa: E402
 from repsearch.models.staged import forward_flops  # noqa: E402
-from repsearch.search import run_search  # noqa: E402
+from repsearch.search.pool import run_search  # noqa: E402
 
 VARIANTS = {"eager": {}, "channels_last": {"memory_format": "channels_last"}, "compile": {"compile": "true"},
             "channels_last+compile": {"memory_format": "channels_last", "compile": "true"}}

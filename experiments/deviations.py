@@ -24,7 +24,7 @@ from levers import collect, link_shared, plot  # noqa: E402  (same table format 
 
 from repsearch.config import load_preset, resolve  # noqa: E402
 from repsearch.errors import UserError  # noqa: E402
-from repsearch.pipeline import run_pipeline  # noqa: E402
+from repsearch.studies.pipeline import run_pipeline  # noqa: E402
 
 
 def _flat(section: dict, prefix: str = "") -> list[str]:

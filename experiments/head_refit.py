@@ -18,13 +18,13 @@ import json
 
 import torch
 
-from repsearch.cache import TargetCache
 from repsearch.config import resolve
 from repsearch.data import prepare
-from repsearch.head_refit import last_stage_outputs, refit_head
-from repsearch.learn import build_learner
+from repsearch.learn.head_refit import last_stage_outputs, refit_head
+from repsearch.learn.regression import build_learner
 from repsearch.models import build_model
-from repsearch.search import fingerprint_for
+from repsearch.search.pool import fingerprint_for
+from repsearch.store.cache import TargetCache
 
 
 def load_model(a, cfg, prep):

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import rowlog
+
 from repsearch.config import resolve
 from repsearch.errors import UserError
-from repsearch.pipeline import run_pipeline
-
+from repsearch.studies.pipeline import run_pipeline
 
 # The base, pinned so the table does not move when a preset changes: the search population
 # (4/10/10, 60/30/30/5 generations) the CPU presets had when the table was measured, and the

@@ -15,7 +15,7 @@ from pathlib import Path
 from repsearch.config import resolve
 from repsearch.data import prepare
 from repsearch.errors import UserError
-from repsearch.search import run_search
+from repsearch.search.pool import run_search
 
 BASE_GENERATIONS = [60, 30, 30, 5]
 SHAPES = [  # (top_k, n_explore, n_refine, generation multiplier)
@@ -46,8 +46,8 @@ def main() -> None:
         rows.append({"top_k": k, "n_explore": e, "n_refine": r, "generations": gens,
                      "evaluations_per_image": summary["evaluations_per_image_mean"],
                      "searched_ce_mean": summary["searched_ce_mean"], "searched_ce_p90": summary["searched_ce_p90"],
-                     "ce_end_per_layer": [l["ce_end"] for l in summary["layers"]],
-                     "seconds": sum(l["seconds"] for l in summary["layers"])})
+                     "ce_end_per_layer": [l["ce_end"] for l in summary["points"]],
+                     "seconds": sum(l["seconds"] for l in summary["points"])})
         print(json.dumps(rows[-1]), flush=True)
     (out / "population_shape.json").write_text(json.dumps(rows, indent=2))
     lines = ["| parents / explorers / refiners | generations | evals per image | CE end per layer (block 0/1/2, logits) "

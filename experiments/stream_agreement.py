@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from repsearch.cache import TargetCache
+from repsearch.store.cache import TargetCache
 
 
 def rows(cache: TargetCache, name: str) -> torch.Tensor:

@@ -39,7 +39,7 @@ def cli_in_process(*args: str) -> CliResult:
     """`repsearch ARGS` through the CLI's own main() in this process: the exit code, stdout and
     stderr a subprocess would give, without paying torch's import (~3 s) per call. What only a
     real process shows (signals, torchrun, `python -m`) keeps its subprocess tests."""
-    from repsearch.cli import main
+    from repsearch.cli.main import main
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         try:
@@ -54,7 +54,7 @@ def tiny_cache(tmp_path_factory):
     """A 200-image quickstart search (tiny generations) and its config: what learner tests learn from."""
     from repsearch.config import resolve
     from repsearch.data import prepare
-    from repsearch.search import run_search
+    from repsearch.search.pool import run_search
 
     from .test_search import TINY
     cfg = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=2", "learn.batch_size=50",

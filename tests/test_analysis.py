@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from repsearch.analysis import linear_probe
+from repsearch.learn.measures import linear_probe
 
 
 def _blobs(n=200, d=10, classes=3, seed=0):
@@ -34,7 +34,8 @@ def test_class_collision_entropy_within_and_between():
     """Same-class copies of one vector per class, classes orthogonal: within 0, between inf; with
     random directions both approach -log(1/d) (E[cos^2] = 1/d for random unit vectors)."""
     import math
-    from repsearch.analysis import class_collision_entropy
+
+    from repsearch.learn.measures import class_collision_entropy
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     feats = torch.eye(4)[labels] * torch.tensor([1.0, 2, 3, 1, 2, 3])[:, None]  # scale does not matter
     h = class_collision_entropy(feats, labels)

@@ -1,8 +1,8 @@
 import pytest
 
-from repsearch.baseline import run_baseline
 from repsearch.config import resolve
 from repsearch.data import prepare
+from repsearch.learn.baseline import run_baseline
 
 from .conftest import need
 
@@ -27,10 +27,11 @@ def test_early_stopping_and_a_step_budget(tmp_path):
     images or more; with fewer, `select = "auto"` keeps the last epoch, "best" the best; min_steps raises the epochs of a small
     training set to that many optimizer steps."""
     import json
-    from repsearch.runs import RunDir
+
     from repsearch.config import resolve
     from repsearch.data import prepare
-    from repsearch.baseline import train_baseline
+    from repsearch.learn.baseline import train_baseline
+    from repsearch.store.rundir import RunDir
     stalled = ["model.name=mlp", "model.widths=[16,16,16]", "data.subset=200", "baseline.epochs=30",
                "baseline.patience=2", "baseline.lr=1e-12"]
     cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=16"])  # 16 validation images
@@ -55,7 +56,8 @@ def test_a_step_cap_scales_epochs_down_with_the_training_set():
     """max_steps lowers `epochs` to the whole epochs its steps cover (rounded up); min_steps wins
     over it; both off leaves `epochs` alone."""
     from types import SimpleNamespace
-    from repsearch.training import planned_epochs
+
+    from repsearch.learn.loop import planned_epochs
 
     def tc(**k):
         return SimpleNamespace(**{"epochs": 20, "min_steps": 0, "max_steps": 0, **k})
@@ -71,9 +73,10 @@ def test_speed_options_change_the_speed_not_the_training():
     the conv weights' strides) and a torch.compile'd step train to the same weights as the
     contiguous eager step, within float rounding; a bad memory format is a user error."""
     import torch
-    from repsearch.baseline import train_baseline
+
     from repsearch.errors import UserError
-    from repsearch.training import prepare_model_for_device
+    from repsearch.learn.baseline import train_baseline
+    from repsearch.learn.loop import prepare_model_for_device
     small = ["model.widths=[8,8,8]", "data.subset=300", "baseline.epochs=2", "baseline.batch_size=64"]
 
     def trained(*extra):
@@ -98,9 +101,10 @@ def test_speed_options_change_the_speed_not_the_training():
 def test_training_is_fp32_on_every_device_unless_bf16_is_asked_for():
     """bf16 autocast killed cpu-mnist's SGD on 3 of 4 seeds on an H200 (benchmarks/RESULTS.md):
     it must never be switched on by the device alone."""
-    from repsearch.config import resolve
     import torch
-    from repsearch.training import autocast_for
+
+    from repsearch.config import resolve
+    from repsearch.learn.loop import autocast_for
     cfg = resolve("cpu-mnist", [])
     assert cfg.baseline.precision == cfg.learn.precision == "fp32"
     assert autocast_for("cuda:0", cfg.baseline.precision) is None and autocast_for("cpu") is None

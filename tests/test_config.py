@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from repsearch import config as C
+import repsearch.config as C
 from repsearch.errors import UserError
 
 

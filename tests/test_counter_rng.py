@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from repsearch.counter_rng import CounterRNG, splitmix64
-from repsearch.noise import PerImageRNG
+from repsearch.search.counter_rng import CounterRNG, splitmix64
+from repsearch.search.noise import PerImageRNG
 
 
 def test_an_images_numbers_do_not_depend_on_its_company_or_padding():
@@ -62,7 +62,8 @@ def test_splitmix64_matches_the_reference_values():
 
 def test_a_counter_search_is_the_same_whatever_the_chunking(tmp_path):
     from repsearch.data import prepare
-    from repsearch.search import run_search
+    from repsearch.search.pool import run_search
+
     from .test_search import tiny
     caches = []
     for chunk in (4, 7):

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from repsearch.counter_rng import CounterRNG
 from repsearch.data import prepare
-from repsearch.engine import initial_population
-from repsearch.search import run_search
+from repsearch.search.counter_rng import CounterRNG
+from repsearch.search.engine import initial_population
+from repsearch.search.pool import run_search
 
 from .conftest import cli_in_process
 from .test_search import search_setup, tiny

@@ -216,8 +216,8 @@ def test_without_restarts_a_killed_rank_leaves_only_whole_chunks_and_the_same_co
         assert "checksums" in json.loads(record.read_text())
     r = two_ranks(*ELASTIC, "--out", str(out))
     assert r.returncode == 0, why(r)
-    from repsearch.cache import TargetCache
-    from repsearch.verify import verify_cache
+    from repsearch.store.cache import TargetCache
+    from repsearch.store.verify import verify_cache
     verify_cache(TargetCache.open(out / "cache"))
 
 
@@ -266,7 +266,7 @@ def test_shared_measurements_run_once_each_and_reach_every_rank(tmp_path):
 
 
 def test_shared_in_one_process_runs_every_job_in_order():
-    from repsearch import distributed
+    from repsearch.store import distributed
     order = []
     assert distributed.shared([lambda: order.append("a") or 1, lambda: order.append("b") or 2]) == [1, 2]
     assert order == ["a", "b"]

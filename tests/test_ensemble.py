@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from repsearch.analysis import linear_cka
 from repsearch.config import resolve
 from repsearch.data import prepare
-from repsearch.ensemble import diversity_metrics, ensemble, ensemble_metrics
+from repsearch.learn.measures import linear_cka
+from repsearch.studies.ensemble import diversity_metrics, ensemble, ensemble_metrics
 
 TINY = ["model.widths=[8,8,8]", "search.pop_size=8", "search.top_k=2", "search.n_explore=3", "search.n_refine=3",
         "search.generations=[3,2,2,3]", "data.subset=120", "learn.epochs=2", "learn.batch_size=20",

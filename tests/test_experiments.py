@@ -4,10 +4,11 @@ import math
 import pytest
 import torch
 
-from repsearch.analysis import n_eff
 from repsearch.config import resolve
 from repsearch.data import prepare
-from repsearch.experiments import diversity, fitness_scaling, n_eff_batched, sample_images, scaled_population
+from repsearch.learn.measures import n_eff, n_eff_batched
+from repsearch.studies.diversity import diversity
+from repsearch.studies.scaling import fitness_scaling, sample_images, scaled_population
 
 # Tiny search; the logits get enough search (large alpha) that p(correct) > 0.5 for most images.
 TINY = ["model.widths=[8,8,8]", "search.pop_size=12", "search.top_k=2", "search.n_explore=5", "search.n_refine=5",
@@ -168,14 +169,16 @@ def test_population_sweep_at_later_blocks_does_not_change_their_input(prep):
 def test_diversity_keeps_each_blocks_solutions_by_that_blocks_own_p_correct(prep):
     """A block's solution counts when IT solves the image through the rest of the search network,
     not when the final logits do (checked against an independent forward of the solutions)."""
-    from repsearch.experiments import _search_rows, p_correct
     from repsearch.models.staged import forward_from
-    from repsearch.search import open_search
+    from repsearch.search.pool import open_search
+    from repsearch.studies.diversity import p_correct
+    from repsearch.studies.scaling import search_rows
     cfg = tiny(*DIVERSE)
     res = diversity(prep, cfg, n_images=8, runs=1)
-    problem, _ = open_search(cfg, prep)
+    searcher = open_search(cfg, prep)
+    problem = searcher.problem
     rows = sample_images(prep, 8, cfg.seed)
-    reps, _, _ = _search_rows(problem, prep, rows, cfg.search, cfg.engine, cfg.seed, 64, keep_reps=True)
+    reps = search_rows(searcher, prep, rows).reps
     labels = prep.dataset.train_y[rows]
     fractions = []
     for block in range(3):

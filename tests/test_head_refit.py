@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from repsearch.config import resolve
-from repsearch.head_refit import last_stage_outputs, refit_head
-from repsearch.learn import build_learner, head_kl, train_from_cache
+from repsearch.learn.head_refit import last_stage_outputs, refit_head
+from repsearch.learn.objectives import head_kl
+from repsearch.learn.regression import build_learner, train_from_cache
 
 from .test_search import TINY
 
@@ -93,7 +94,7 @@ def _perfect_head_and_misleading_targets():
 
 @pytest.mark.parametrize("select_on_val", [True, False])
 def test_validation_undoes_a_refit_that_lowers_its_accuracy_only_when_it_selects(select_on_val):
-    from repsearch.head_refit import refit_learned_head, refit_val_accuracy
+    from repsearch.learn.head_refit import refit_learned_head, refit_val_accuracy
     model, train_x, searched, val = _perfect_head_and_misleading_targets()
     trained = {k: v.clone() for k, v in model.head.state_dict().items()}
     r = refit_learned_head(model, train_x, searched, val, l2=1e-3, select_on_val=select_on_val)

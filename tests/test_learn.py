@@ -5,10 +5,11 @@ import sys
 import pytest
 import torch
 
-from repsearch import analysis
 from repsearch.config import resolve
-from repsearch.learn import (Diagnostics, build_learner, class_informative_weights, fit_to_targets, head_kl,
-                             make_loss_fn, regression_loss, train_from_cache)
+from repsearch.learn import measures as analysis
+from repsearch.learn.diagnostics import Diagnostics
+from repsearch.learn.objectives import class_informative_weights, head_kl, regression_loss
+from repsearch.learn.regression import build_learner, fit_to_targets, make_loss_fn, train_from_cache
 from repsearch.models.staged import stage_outputs
 
 from .test_search import TINY
@@ -89,7 +90,7 @@ def test_no_label_or_kl_gradient_reaches_the_body(tiny_cache):
 def test_channels_last_learner_meets_targets_in_its_layout_with_the_same_loss(tiny_cache):
     """learn.memory_format=channels_last converts the 4-d targets once (no per-step strided copy
     in the loss) and leaves the loss and the body's gradients as they were, within rounding."""
-    from repsearch.training import in_layout, prepare_model_for_device
+    from repsearch.learn.loop import in_layout, prepare_model_for_device
     cfg, prep, cache = tiny_cache
     targets, idx, x, y = _batch(cfg, prep, cache)
     cl_targets = in_layout(targets, "cpu", "channels_last")
@@ -154,7 +155,7 @@ def test_epoch_diagnostics_reuse_the_validation_pass_and_measure_the_same(tiny_c
     """The training loop's validation pass hands its stage outputs to the diagnostics hook: one
     forward over the validation images per epoch instead of two, with the same measurements.
     Outputs of other images are never taken for the validation images'."""
-    from repsearch.training import evaluate
+    from repsearch.learn.loop import evaluate
     cfg, prep, cache = tiny_cache
     diag = Diagnostics(prep, cache, probe_images=150)
     model = build_learner(prep, cfg)
@@ -206,7 +207,7 @@ def test_final_measurements_forward_the_validation_images_once_and_the_control_o
 
 
 def test_resumed_training_gives_the_same_weights(tiny_cache, tmp_path):
-    from repsearch.runs import RunDir
+    from repsearch.store.rundir import RunDir
     cfg, prep, cache = tiny_cache
     cfg1 = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=3", "learn.batch_size=50",
                                   "learn.probe_images=150"])
@@ -257,7 +258,7 @@ def test_end_to_end_run_on_digits_beats_chance_by_far(tmp_path):
 def test_augmented_stages_record_augmentation_in_their_config(tmp_path):
     """Each stage's config.json says how it was trained: the augmented learner records
     learn.augment = true (it recorded the preset's false while training with augmentation)."""
-    from repsearch.pipeline import run_pipeline
+    from repsearch.studies.pipeline import run_pipeline
     cfg = resolve("quickstart", [*TINY, "data.subset=60", "learn.epochs=1", "baseline.epochs=1",
                                  "learn.probe_images=40", "learn.batch_size=20", "baseline.batch_size=20",
                                  "run.augment_variants=[true]"])

@@ -2,10 +2,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from repsearch.fastpaths import (forward_from_phases, from_phases, mark_identity_modules, phase_max_pool,
-                                 phases_allowed, pool_phase_order, to_phases)
 from repsearch.models.airbench import Net
-from repsearch.models.staged import check_staged, forward_from, normalize_stages, representations, sample_normalize
+from repsearch.models.staged import (
+    check_staged,
+    forward_from,
+    normalize_stages,
+    representations,
+    sample_normalize,
+)
+from repsearch.search.fastpaths import (
+    forward_from_phases,
+    from_phases,
+    mark_identity_modules,
+    phase_max_pool,
+    phases_allowed,
+    pool_phase_order,
+    to_phases,
+)
 
 
 def make(widths=(16, 16, 16), groups=1, normalize_outputs=False, **kw):

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from repsearch.neuroevolution import gradient_alignment, predicted_cosine
 from repsearch.models.mlp import MLP
+from repsearch.studies.neuroevolution import gradient_alignment, predicted_cosine
 
 
 @pytest.fixture(scope="module")

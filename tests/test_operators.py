@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from repsearch import noise as rn, operators as ops
+from repsearch.search import noise as rn
+from repsearch.search import operators as ops
 
 
 def test_crossover_is_the_mean_of_the_chosen_parents():
@@ -117,7 +118,7 @@ def test_slice_maxpool_equals_max_pool2d():
 
 
 def test_phase_ordered_bank_windows_are_the_true_windows_reordered():
-    from repsearch.fastpaths import to_phases
+    from repsearch.search.fastpaths import to_phases
     bank = rn.NoiseBank(0, size=1 << 16)
     shape = (3, 4, 7, 7)
     true = bank.draw(rn.PerImageRNG(0, [1, 2]), shape, blur=2)

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from repsearch.models.staged import forward_flops
-from repsearch.param_search import ESParams, centered_ranks, es_gradient, evolve
+from repsearch.studies.param_search import ESParams, centered_ranks, es_gradient, evolve
 
 
 class Tiny(nn.Module):

@@ -4,9 +4,9 @@ search's mean searched CE within 30% of the fp32 search's."""
 import torch
 
 from repsearch.data import prepare
-from repsearch.engine import initial_population
-from repsearch.noise import PerImageRNG
-from repsearch.search import open_search, run_search
+from repsearch.search.engine import initial_population
+from repsearch.search.noise import PerImageRNG
+from repsearch.search.pool import open_search, run_search
 
 from .test_search import search_setup, tiny
 
@@ -29,4 +29,4 @@ def test_a_bf16_search_runs_compiled_and_lands_near_the_fp32_search(tmp_path):
         _, summary = run_search(prepare(cfg), cfg, tmp_path / precision, progress=False)
         ce[precision] = summary["searched_ce_mean"]
     assert abs(ce["bf16"] - ce["fp32"]) <= 0.3 * ce["fp32"], ce
-    assert open_search(cfg, prepare(cfg))[0].precision == "bf16"
+    assert open_search(cfg, prepare(cfg)).problem.precision == "bf16"

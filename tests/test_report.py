@@ -84,7 +84,7 @@ def test_report_errors_are_one_line(tmp_path):
 def test_a_sweeps_point_learners_are_learning_stages(tmp_path):
     """`repsearch sweep` learns each point in POINT/learn: the report must show those learners,
     not say the run has no learning (it did until 2026-12-01)."""
-    from repsearch.report import learning_stages
+    from repsearch.report.html import learning_stages
     for d in ("pop-6/learn", "gen-x1/learn", "seed0/sgd-noaug", "seed0/learn-all-noaug", "pop-6/cache"):
         (tmp_path / d).mkdir(parents=True)
         (tmp_path / d / "metrics.jsonl").write_text("{}\n")

@@ -4,13 +4,13 @@ import json
 import pytest
 import torch
 
-from repsearch.cache import TargetCache
-from repsearch.cli import main
+from repsearch.cli.main import main
 from repsearch.config import resolve
 from repsearch.data import prepare
 from repsearch.errors import UserError
-from repsearch.rounds import rounds
-from repsearch.search import fingerprint_for, weights_hash
+from repsearch.search.pool import fingerprint_for, weights_hash
+from repsearch.store.cache import TargetCache
+from repsearch.studies.rounds import rounds
 
 TINY = ["model.widths=[8,8,8]", "search.pop_size=8", "search.top_k=2", "search.n_explore=3", "search.n_refine=3",
         "search.generations=[3,2,2,3]", "data.subset=120", "learn.epochs=3", "learn.batch_size=20",
@@ -76,7 +76,7 @@ def test_warm_learner_starts_from_the_carried_weights(two_rounds):
 
 
 def test_plotted_warm_chain_starts_at_the_learner_it_was_warm_started_from(two_rounds):
-    from repsearch.rounds import accuracy_series
+    from repsearch.studies.rounds import accuracy_series
     _, _, _, result = two_rounds
     r0, r1 = result["rounds"]
     series = accuracy_series(result)
@@ -199,7 +199,7 @@ def test_round0_that_round0_would_not_have_made_is_refused(search_and_train, tmp
 
 
 def test_round0_is_not_adopted_over_another_round0(search_and_train, tmp_path):
-    from repsearch.rounds import adopt_round0
+    from repsearch.studies.rounds import adopt_round0
     cache, train, _ = search_and_train
     (tmp_path / "round0").mkdir()
     (tmp_path / "round0" / "cache").symlink_to(tmp_path / "gone")  # a dangling link left by another run

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from repsearch.cache import TargetCache
 from repsearch.config import resolve
 from repsearch.data import prepare
 from repsearch.errors import UserError
-from repsearch.hooks import ChunkRecorder
-from repsearch.engine import search_images as engine_search, use_pool_phases
-from repsearch.search import images_for, open_search, run_search
-from repsearch.strategy import Params
+from repsearch.search.engine import search_images as engine_search
+from repsearch.search.engine import use_pool_phases
+from repsearch.search.hooks import ChunkRecorder
+from repsearch.search.pool import images_for, open_search, run_search
+from repsearch.search.strategy import Params
+from repsearch.store.cache import TargetCache
 
 from .conftest import need
 
@@ -30,7 +31,7 @@ def tiny(*extra):
 def search_setup(cfg, n: int | None = None):
     """The search problem (network in search mode) and the first n pool images (all by default)."""
     prep = prepare(cfg)
-    problem, _ = open_search(cfg, prep)
+    problem = open_search(cfg, prep).problem
     rows = prep.split.pool[:n] if n else prep.split.pool
     x, y = images_for(prep, rows)
     return problem, rows, x, y
@@ -64,7 +65,7 @@ def test_best_fitness_never_worsens_and_every_layer_is_searched(tmp_path):
         best = curves[layer]["best"]
         assert all(b2 <= b1 + 1e-6 for b1, b2 in zip(best, best[1:])), (layer, best)
         assert len(best) == cfg.search.generations[layer] + 1
-    for a, b in zip(summary["layers"], summary["layers"][1:]):  # layer l+1 starts where l ended
+    for a, b in zip(summary["points"], summary["points"][1:]):  # layer l+1 starts where l ended
         assert b["ce_start"] == pytest.approx(a["ce_end"], rel=1e-4, abs=1e-5)
     assert summary["evaluations_total"] > 0 and summary["flops_total"] > 0
     ev = cache.arrays()["evals"]
@@ -145,10 +146,10 @@ def test_search_on_real_fashion_mnist_makes_progress_at_every_layer(tmp_path, da
     net, rows, x, y = search_setup(cfg, 48)
     untrained = torch.nn.functional.cross_entropy(net.model(x), y).item()
     _, summary = run_search(prepare(cfg), cfg, tmp_path / "c", limit=48, progress=False)
-    for layer in summary["layers"]:
-        assert layer["ce_end"] < layer["ce_start"], layer
+    for point in summary["points"]:
+        assert point["ce_end"] < point["ce_start"], point
     assert summary["searched_ce_mean"] < 0.4 * untrained, (summary["searched_ce_mean"], untrained)
-    assert summary["layers"][0]["ce_end"] < 0.85 * summary["layers"][0]["ce_start"]
+    assert summary["points"][0]["ce_end"] < 0.85 * summary["points"][0]["ce_start"]
 
 
 def test_fast_path_agrees_with_plain_path():
@@ -211,7 +212,8 @@ def test_fingerprint_covers_every_search_and_model_field_and_no_engine_field():
     """The cache fingerprint is the whole search and model sections (no hand-kept exclusions):
     changing any of their fields changes it; changing any engine field does not."""
     import dataclasses
-    from repsearch.cache import search_fingerprint
+
+    from repsearch.store.cache import search_fingerprint
     base = tiny()
     ref = search_fingerprint(base, "data")
 
@@ -236,7 +238,7 @@ def test_fingerprint_covers_every_search_and_model_field_and_no_engine_field():
 def test_a_field_added_later_keeps_older_caches_valid_at_its_old_behaviour():
     """search.blur_border came after format 2: at "valid" (what every older cache did) the
     fingerprint is the one a config without the field had; "zero" changes it."""
-    from repsearch.cache import search_fingerprint
+    from repsearch.store.cache import search_fingerprint
     before = tiny()
     del before.search.blur_border  # the config as it was before the field existed
     assert "blur_border" not in vars(before.search)
@@ -300,12 +302,12 @@ def test_short_chunk_padded_to_the_compiled_size_keeps_each_images_result():
 def test_batchnorm_without_running_statistics_searches_and_learns(tmp_path):
     """model.bn_running_stats=false (the paper's BN "without running statistics") has no running
     buffers: the search network's calibration gives it some, and the learner trains on batch stats."""
-    from repsearch.learn import train_from_cache
+    from repsearch.learn.regression import train_from_cache
     cfg = tiny("model.bn_running_stats=false", "data.subset=60", "learn.epochs=2", "learn.batch_size=20",
                "learn.probe_images=40")
     prep = prepare(cfg)
     cache, summary = run_search(prep, cfg, tmp_path / "c", progress=False)
-    assert summary["layers"][-1]["ce_end"] < summary["layers"][0]["ce_start"]
+    assert summary["points"][-1]["ce_end"] < summary["points"][0]["ce_start"]
     _, learned = train_from_cache(prep, cfg, cache, progress=False)
     assert 0 <= learned["test_accuracy"] <= 1
 
@@ -326,7 +328,7 @@ def test_compiled_and_eager_agree_at_a_vector_point():
 def test_chunks_stay_in_a_cpus_caches_but_fill_a_gpus_memory():
     """The fast path's ~16 MiB working-set cap is a CPU cache heuristic: on CPU it shrinks the
     chunk, on a GPU only `engine.memory_gb` bounds it (a GPU starved of images runs near idle)."""
-    from repsearch.engine import bytes_per_image, chunk_size
+    from repsearch.search.engine import bytes_per_image, chunk_size
     cfg = resolve("cpu-mnist", ["model.widths=[256,256,256]", "engine.memory_gb=8"])
     shapes = [(256, 14, 14), (256, 7, 7), (256, 3, 3), (10,)]
     params = Params.from_config(cfg.search, shapes)

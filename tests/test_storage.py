@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from repsearch import storage
-from repsearch.cache import TargetCache
 from repsearch.data import prepare
 from repsearch.errors import UserError
-from repsearch.search import run_search
+from repsearch.search.pool import run_search
+from repsearch.store import atomic as storage
+from repsearch.store.cache import TargetCache
 
 from .test_search import tiny
 
@@ -75,7 +75,7 @@ def test_a_full_disk_before_the_search_is_one_line_and_the_same_command_then_run
 def test_a_disk_filled_during_the_search_stops_at_a_chunk_boundary_and_resumes(small_disk, monkeypatch):
     """The arrays' space is reserved up front, so chunk rows never hit a full disk inside a memory
     map (SIGBUS); the chunk's record then fails cleanly and the same search resumes after it."""
-    import repsearch.search as search_mod
+    import repsearch.search.pool as search_mod
     cfg = tiny("data.subset=200", "search.generations=[2,2,2,1]", "engine.chunk_images=50")
     prep, cache_dir = prepare(cfg), small_disk / "cache"
     original, filler = search_mod.search_chunk, []
@@ -95,7 +95,7 @@ def test_a_disk_filled_during_the_search_stops_at_a_chunk_boundary_and_resumes(s
     monkeypatch.setattr(search_mod, "search_chunk", original)
     cache, _ = run_search(prep, cfg, cache_dir, progress=False)
     assert cache.complete
-    from repsearch.verify import verify_cache
+    from repsearch.store.verify import verify_cache
     verify_cache(cache)
 
 

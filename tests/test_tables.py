@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from repsearch.errors import UserError
-from repsearch.tables import gather, latex, markdown
+from repsearch.report.tables import gather, latex, markdown
 
 
 def fake_run(path, dataset, table, subset=0):

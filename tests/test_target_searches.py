@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from repsearch.cache import search_fingerprint
 from repsearch.data import prepare
-from repsearch.learn import mean_targets
-from repsearch.noise import stream_seed
-from repsearch.pipeline import stream_config
-from repsearch.search import run_search
+from repsearch.learn.regression import mean_targets
+from repsearch.search.noise import stream_seed
+from repsearch.search.pool import run_search
+from repsearch.store.cache import search_fingerprint
+from repsearch.studies.stages import stream_config
 
 from .conftest import cli_in_process
 from .test_search import tiny

@@ -13,7 +13,7 @@ from repsearch.config import resolve
 from repsearch.data import prepare
 from repsearch.errors import UserError
 from repsearch.models import build_model
-from repsearch.search import images_for, run_search
+from repsearch.search.pool import images_for, run_search
 
 from .conftest import cli_in_process
 
@@ -64,7 +64,7 @@ def test_user_model_through_the_cli_searches_and_learns(tmp_path):
     search = json.loads((out / "seed0" / "cache" / "manifest.json").read_text())
     assert search["points"] == ["block0", "block1", "logits"]
     assert search["shapes"] == [[12, 8, 8], [48], [10]]  # digits 16x16: a map, then a vector
-    layers = search["summary"]["layers"]
+    layers = search["summary"]["points"]
     assert layers[-1]["ce_end"] < layers[0]["ce_start"]
     assert summary["search_test_accuracy"] > 0.5 and summary["sgd_test_accuracy"] > 0.5, summary
     learner = torch.load(out / "seed0" / "learn-all-noaug" / "model-learn-all-noaug.pt")
@@ -95,7 +95,7 @@ def test_python_api_searches_and_learns_any_staged_model():
     torch.manual_seed(1)
     learner, stats = api.learn_from_targets(make_net(prep.dataset.shape, 10, role="learner"), x, y, targets,
                                             learn={"epochs": 6, "batch_size": 50})
-    from repsearch.training import evaluate
+    from repsearch.learn.loop import evaluate
     assert evaluate(learner, *prep.images("test"))["accuracy"] > 0.4, stats
 
 
@@ -110,14 +110,14 @@ def test_builtin_families_follow_the_contract_and_search(tmp_path, family, shape
     model, got = build_model(cfg, "learner", prep.dataset.shape, 10, depth=2)
     assert got == shapes
     cache, summary = run_search(prep, cfg, tmp_path / "c", progress=False)
-    assert summary["layers"][-1]["ce_end"] <= summary["layers"][0]["ce_start"]
+    assert summary["points"][-1]["ce_end"] <= summary["points"][0]["ce_start"]
     assert cache.manifest["shapes"] == [list(s) for s in shapes]
     if family == "mlp":  # Dirac init: identity where a layer keeps every input, random where it narrows
         search, _ = build_model(cfg, "search", prep.dataset.shape, 10, init="dirac")
         first, second = search.stages[0][0][0].weight, search.stages[1][0][0].weight
         assert first.abs().gt(0).float().mean() > 0.9 and torch.equal(second, torch.eye(32))
     with pytest.raises(UserError, match="learn.supervise lists stages 0-2"):
-        from repsearch.learn import check_supervise
+        from repsearch.config.validation import check_supervise
         check_supervise([3], 3)
 
 

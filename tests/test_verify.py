@@ -1,11 +1,12 @@
 """A damaged target cache is found and named in one line (exit 2), never learned from."""
 import json
+
 import numpy as np
 import pytest
 
 from repsearch.config import resolve
 from repsearch.data import prepare
-from repsearch.search import run_search
+from repsearch.search.pool import run_search
 
 from .conftest import cli_in_process
 from .test_search import TINY
@@ -59,8 +60,9 @@ def test_values_beyond_the_cache_dtype_are_refused_before_anything_is_written(tm
     import numpy as np
     import pytest
     import torch
-    from repsearch.cache import TargetCache
+
     from repsearch.errors import UserError
+    from repsearch.store.cache import TargetCache
     cache = TargetCache.create(tmp_path / "c", config={}, fingerprint="f", dataset="d", indices=np.arange(10),
                                labels=np.zeros(10), shapes=[(4, 3, 3), (10,)], dtype="float16", chunk_images=5,
                                network_state={"w": torch.zeros(3)})

@@ -18,16 +18,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import EngineConfig, LearnConfig, SearchConfig
-from .validation import validate_search
-from .engine import chunk_size, search_images
-from .hooks import ChunkRecorder, Progress
-from .learn import fit_to_targets
-from .models import init_from_data
-from .models.staged import check_staged, normalize_stages
-from .overrides import apply_dict
-from .problem import StagedProblem, calibrate_batchnorm, configure_search_mode
-from .strategy import Params
+from repsearch.config import EngineConfig, LearnConfig, SearchConfig
+from repsearch.config.overrides import apply_dict
+from repsearch.config.validation import validate_search
+from repsearch.learn.regression import fit_to_targets
+from repsearch.models import init_from_data
+from repsearch.models.staged import check_staged, normalize_stages
+from repsearch.search.driver import Searcher
+from repsearch.search.hooks import Progress
+from repsearch.search.network import prepare_network
+from repsearch.search.problem import StagedProblem
+from repsearch.search.strategy import Params
 
 
 @dataclass
@@ -65,33 +66,19 @@ def search_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
     in the search's space (per-sample normalized when `search.target_space` is "normalized")."""
     s, e = _section(SearchConfig, search), _section(EngineConfig, engine)
     validate_search(s)
-    model = copy.deepcopy(model)
-    shapes = check_staged(model, tuple(images.shape[1:]), name="model")
-    if s.target_space == "normalized":
-        normalize_stages(model)
-    calib = (images if calibration_images is None else calibration_images).cpu()
-    model.cpu()
-    init_from_data(model, calib)
-    if s.bn == "calibrated":
-        calibrate_batchnorm(model, calib[:s.calib_images])
-    model.to(images.device)
-    configure_search_mode(model, s, e)
-    problem, params = StagedProblem(model, shapes, precision=s.precision), Params.from_config(s, shapes)
+    calib = images if calibration_images is None else calibration_images
+    net, shapes = prepare_network(model, calib, s, e, images.device, data_init=True)
+    searcher = Searcher(StagedProblem(net, shapes, precision=s.precision), Params.from_config(s, shapes), e, seed,
+                        images.device.type)
     ids = list(range(len(images))) if image_ids is None else [int(i) for i in image_ids]
-    chunk = chunk_size(shapes, params, e, images.device.type)
-    bar, parts, curves = Progress(params.max_evaluations_per_image * len(images), enabled=progress), [], []
-    for a in range(0, len(images), chunk):
-        rec = ChunkRecorder(params.n_children)
-        parts.append(search_images(problem, images[a:a + chunk], labels[a:a + chunk], ids[a:a + chunk], params, e,
-                                   seed, hooks=(rec, bar), pad_to=chunk,
-                                   start=None if start is None else start[a:a + chunk]))
-        curves.append(rec.padded_curves([p.budget for p in params.points]))
+    bar = Progress(searcher.params.max_evaluations_per_image * len(images), enabled=progress)
+
+    def load(a, b):
+        return images[a:b], labels[a:b], ids[a:b], None if start is None else start[a:b]
+
+    found = searcher.search_all(len(images), load, hooks=(bar,))
     bar.close()
-    reps = [torch.cat([p.reps[i] for p in parts]) for i in range(len(shapes))]
-    mean_best = {point: [sum(vals) / len(images) for vals in zip(*(c[str(point)]["best_sum"] for c in curves))]
-                 for point in range(len(shapes))}
-    return Targets(reps, torch.cat([p.ce for p in parts]), torch.cat([p.evaluations for p in parts]), s.target_space,
-                   mean_best)
+    return Targets(found.reps, found.ce, found.evaluations, s.target_space, found.curves)
 
 
 def learn_from_targets(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: Targets, *,

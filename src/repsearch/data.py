@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from repsearch.errors import UserError
 
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -236,7 +236,7 @@ class DeviceLoader:
     def __iter__(self):
         """Under torchrun each rank takes its share of every global batch (every world-th image),
         so the global batch and its composition are those of one process."""
-        from . import distributed
+        from repsearch.store import distributed
         rank, world = distributed.rank(), distributed.world()
         order = self._order().to(self.images.device)
         for i in range(len(self)):

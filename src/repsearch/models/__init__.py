@@ -15,7 +15,8 @@ import sys
 
 import torch.nn as nn
 
-from ..errors import UserError
+from repsearch.errors import UserError
+
 from . import airbench, mlp, resnet
 from .staged import check_staged, normalize_stages
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
+from repsearch.errors import UserError
 
 
 def sample_normalize(h: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

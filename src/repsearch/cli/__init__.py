@@ -1,0 +1,1 @@
+"""The `repsearch` command line."""

@@ -1,0 +1,73 @@
+"""A run's configuration: `Config()` defaults, then a preset file from `presets/`, then overlays,
+then `--set key=value` overrides (dotted keys, list items by index: `search.generations.0=50`).
+The resolved config is written into every run directory so the run can be repeated exactly.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+from repsearch.errors import UserError
+
+from .overrides import apply_dict, apply_key, parse_override
+from .schema import Config
+from .validation import validate
+
+PRESET_DIR = Path(__file__).parent / "presets"
+OVERLAY_DIR = PRESET_DIR / "overlays"  # partial configs any preset can take (`--overlay paper_literal`)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def list_overlays() -> list[str]:
+    return sorted(p.stem for p in OVERLAY_DIR.glob("*.toml"))
+
+
+def load_preset(name: str, kind: str = "preset") -> dict:
+    folder, names = (PRESET_DIR, list_presets) if kind == "preset" else (OVERLAY_DIR, list_overlays)
+    path = folder / f"{name}.toml"
+    if not path.exists():
+        raise UserError(f"unknown {kind} '{name}'; choose one of: {', '.join(names())}")
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def resolve(preset: str | None = None, overrides: list[str] = (), overlays: list[str] = (), **direct) -> Config:
+    """Defaults <- preset <- overlays (in order) <- `--set` overrides <- direct CLI flags (seed,
+    device, data root)."""
+    cfg = Config()
+    if preset:
+        apply_dict(cfg, load_preset(preset))
+    for name in overlays:
+        apply_dict(cfg, load_preset(name, "overlay"))
+    for item in overrides:
+        key, value = parse_override(item)
+        apply_key(cfg, key.split("."), value, key)
+    for key, value in direct.items():
+        if value is not None:
+            apply_key(cfg, key.split("."), value, key)
+    validate(cfg)
+    return cfg
+
+
+def with_overrides(cfg: Config, overrides: list[str], sections: tuple[str, ...]) -> Config:
+    """A copy of `cfg` with `--set`-style overrides, each confined to `sections` (for settings that
+    may differ between stages of one run, e.g. later rounds' search, where the images may not)."""
+    out = copy.deepcopy(cfg)
+    for item in overrides:
+        key, value = parse_override(item)
+        if key.split(".")[0] not in sections:
+            raise UserError(f"'{item}': only {', '.join(s + '.*' for s in sections)} keys may differ here")
+        apply_key(out, key.split("."), value, key)
+    validate(out)
+    return out
+
+
+def from_dict(d: dict) -> Config:
+    cfg = Config()
+    apply_dict(cfg, d)
+    validate(cfg)
+    return cfg

@@ -1,0 +1,1 @@
+"""Rendering records: HTML report, tables, figures and plotting helpers."""

@@ -1,0 +1,1 @@
+"""The evolutionary search in representation space: strategy, operators, randomness, problem, engine, drivers."""

@@ -1,0 +1,1 @@
+"""Experiments built from search and learning: the pipeline, scaling, diversity, sweeps, rounds, ensembles."""
