@@ -29,7 +29,7 @@ def main():
         except UserError as e:
             out.append({"preset": preset, "skipped": str(e)})
             continue
-        s = run_baseline(prep, cfg, progress=False)
+        s = run_baseline(prep, cfg)
         d = s["depths"][0]
         flop_bound = ref["matmul_peak_flops"] / (3 * d["forward_flops_per_image"])
         out.append({"preset": preset, "dataset": s["dataset"], "train_images": s["train_images"],

@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from repsearch.learn.loop import matmul_peak_flops
+from repsearch.learn.runtime import matmul_peak_flops
 
 
 def copy_bandwidth(device="cpu", n=1 << 24, repeats=5) -> float:

@@ -21,8 +21,8 @@ from common import parser  # noqa: E402
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
 from repsearch.learn.diagnostics import Diagnostics  # noqa: E402
-from repsearch.learn.loop import evaluate  # noqa: E402
 from repsearch.learn.regression import build_learner  # noqa: E402
+from repsearch.learn.runtime import evaluate  # noqa: E402
 from repsearch.search.pool import fingerprint_for  # noqa: E402
 from repsearch.store import distributed  # noqa: E402
 from repsearch.store.cache import TargetCache  # noqa: E402

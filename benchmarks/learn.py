@@ -27,8 +27,8 @@ def main():
     prep = prepare(cfg)
     ref = references()
     with tempfile.TemporaryDirectory() as tmp:
-        cache, _ = run_search(prep, cfg, Path(tmp) / "cache", progress=False)
-        _, s = train_from_cache(prep, cfg, cache, progress=False)
+        cache, _ = run_search(prep, cfg, Path(tmp) / "cache")
+        _, s = train_from_cache(prep, cfg, cache)
     flops = forward_flops(build_learner(prep, cfg), prep.dataset.shape)
     bound = ref["matmul_peak_flops"] / (3 * flops)
     print(json.dumps({"preset": a.preset, "dataset": prep.dataset.name, "references": ref,

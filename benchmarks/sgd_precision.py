@@ -23,7 +23,7 @@ def one(preset, overrides, data_root, device, seed, precision, lr, tmp) -> dict:
     cfg = resolve(preset, [*overrides, f"baseline.precision={precision}", f"baseline.lr={lr}"], seed=seed,
                   device=device, **{"data.root": data_root})
     run = RunDir(Path(tmp) / f"{precision}-{lr}-{seed}", cfg.to_dict(), device, write=True)
-    summary = run_baseline(prepare(cfg), cfg, run, progress=False)
+    summary = run_baseline(prepare(cfg), cfg, run)
     epochs = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
     val = [e["val_accuracy"] for e in epochs if "val_accuracy" in e]
     return {"seed": seed, "precision": precision, "lr": lr, "test_accuracy": summary["test_accuracy"],

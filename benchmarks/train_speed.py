@@ -46,13 +46,13 @@ def main():
     ref = references()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cache, _ = run_search(prep, cfg, Path(tmp) / "cache", progress=False)
+        cache, _ = run_search(prep, cfg, Path(tmp) / "cache")
         for name in a.variants.split(","):
             variant = VARIANTS[name]
             c = resolve(a.preset, [*base, *overrides("learn", variant, a.epochs), *overrides("baseline", variant, a.epochs)],
                         **{"data.root": a.data_root})
-            _, learn = train_from_cache(prep, c, cache, progress=False)
-            _, sgd = train_baseline(prep, c, c.baseline.depths[0], None, progress=False)
+            _, learn = train_from_cache(prep, c, cache)
+            _, sgd = train_baseline(prep, c, c.baseline.depths[0], None)
             results[name] = {"learn_images_per_s": learn["steady_images_per_s"],
                              "sgd_images_per_s": sgd["steady_images_per_s"],
                              "learn_flops_per_image": 3 * forward_flops(build_learner(prep, c), prep.dataset.shape),

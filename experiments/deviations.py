@@ -82,7 +82,7 @@ def run_row(row: dict, a, out: Path) -> dict:
         link_shared(out / "base", row_dir, names=("sgd-noaug",))
     t0 = time.time()
     try:
-        summary, _ = run_pipeline(cfg, row_dir, progress=False)
+        summary, _ = run_pipeline(cfg, row_dir)
     except UserError as e:
         return {"name": row["name"], "lever": row["lever"], "value": row["value"], "error": str(e),
                 "seconds": time.time() - t0}

@@ -131,7 +131,7 @@ def main() -> None:
         if row.get("learn_only"):
             link_shared(out / "base", row_dir)
         t0 = time.time()
-        summary, _ = run_pipeline(cfg, row_dir, progress=False)
+        summary, _ = run_pipeline(cfg, row_dir)
         (row_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         rec = collect(row["name"], row["lever"], row["value"], row_dir, time.time() - t0)
         done[row["name"]] = rec

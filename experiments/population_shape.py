@@ -42,7 +42,7 @@ def main() -> None:
                                  f"search.pop_size={k + e + r}", f"search.generations={gens}"],
                       **{"data.root": a.data_root})
         prep = prepare(cfg)
-        _, summary = run_search(prep, cfg, out / f"pop{k + e + r}" / "cache", limit=a.images, progress=False)
+        _, summary = run_search(prep, cfg, out / f"pop{k + e + r}" / "cache", limit=a.images)
         rows.append({"top_k": k, "n_explore": e, "n_refine": r, "generations": gens,
                      "evaluations_per_image": summary["evaluations_per_image_mean"],
                      "searched_ce_mean": summary["searched_ce_mean"], "searched_ce_p90": summary["searched_ce_p90"],

@@ -7,7 +7,10 @@ from typing import NamedTuple
 import pytest
 import torch
 
+from repsearch.events import show_progress
+
 torch.set_num_threads(2)
+show_progress(False)  # no bars in test output (the CLI's --no-progress)
 DATA = Path(os.environ.get("REPSEARCH_DATA", Path(__file__).resolve().parents[1] / "data"))
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -60,5 +63,5 @@ def tiny_cache(tmp_path_factory):
     cfg = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=2", "learn.batch_size=50",
                                  "learn.probe_images=150"])
     prep = prepare(cfg)
-    cache, _ = run_search(prep, cfg, tmp_path_factory.mktemp("c") / "cache", progress=False)
+    cache, _ = run_search(prep, cfg, tmp_path_factory.mktemp("c") / "cache")
     return cfg, prep, cache

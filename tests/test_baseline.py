@@ -17,7 +17,7 @@ def test_the_sgd_baseline_reaches_its_accuracy(data_root, preset, dataset, subse
     sets = ["baseline.epochs=15"] if dataset is None else [f"data.subset={subset}", "baseline.epochs=3",
                                                             "model.widths=[32,32,32]"]
     cfg = resolve(preset, sets, **{"data.root": data_root})
-    summary = run_baseline(prepare(cfg), cfg, progress=False)
+    summary = run_baseline(prepare(cfg), cfg)
     assert summary["test_accuracy"] >= at_least, summary
 
 
@@ -35,18 +35,18 @@ def test_early_stopping_and_a_step_budget(tmp_path):
     stalled = ["model.name=mlp", "model.widths=[16,16,16]", "data.subset=200", "baseline.epochs=30",
                "baseline.patience=2", "baseline.lr=1e-12"]
     cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=16"])  # 16 validation images
-    _, res = train_baseline(prepare(cfg), cfg, 1, RunDir(tmp_path / "p", {}, "cpu"), progress=False)
+    _, res = train_baseline(prepare(cfg), cfg, 1, RunDir(tmp_path / "p", {}, "cpu"))
     assert res["best_epoch"] == 1 and res["epochs_run"] == 3
     assert len((tmp_path / "p" / "metrics.jsonl").read_text().splitlines()) == 3
     cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=17"])  # too few to select on: no stopping
-    _, res = train_baseline(prepare(cfg), cfg, 1, None, progress=False)
+    _, res = train_baseline(prepare(cfg), cfg, 1, None)
     assert res["epochs_run"] == 30 and res["best_epoch"] == 30  # select = "auto": the last epoch's weights
     cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=17", "baseline.select=best"])
-    _, res = train_baseline(prepare(cfg), cfg, 1, None, progress=False)
+    _, res = train_baseline(prepare(cfg), cfg, 1, None)
     assert res["epochs_run"] == 30 and res["best_epoch"] == 1
     cfg = resolve("quickstart", ["model.name=mlp", "model.widths=[16,16,16]", "data.subset=200", "baseline.epochs=1",
                                  "baseline.min_steps=10", "baseline.batch_size=100"])
-    _, res = train_baseline(prepare(cfg), cfg, 1, RunDir(tmp_path / "s", {}, "cpu"), progress=False)
+    _, res = train_baseline(prepare(cfg), cfg, 1, RunDir(tmp_path / "s", {}, "cpu"))
     assert res["epochs_run"] == 5  # 184 training images: 2 steps per epoch
     epochs = [json.loads(x)["epoch"] for x in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4, 5]
@@ -57,7 +57,7 @@ def test_a_step_cap_scales_epochs_down_with_the_training_set():
     over it; both off leaves `epochs` alone."""
     from types import SimpleNamespace
 
-    from repsearch.learn.loop import planned_epochs
+    from repsearch.learn.optim import planned_epochs
 
     def tc(**k):
         return SimpleNamespace(**{"epochs": 20, "min_steps": 0, "max_steps": 0, **k})
@@ -76,12 +76,12 @@ def test_speed_options_change_the_speed_not_the_training():
 
     from repsearch.errors import UserError
     from repsearch.learn.baseline import train_baseline
-    from repsearch.learn.loop import prepare_model_for_device
+    from repsearch.learn.runtime import prepare_model_for_device
     small = ["model.widths=[8,8,8]", "data.subset=300", "baseline.epochs=2", "baseline.batch_size=64"]
 
     def trained(*extra):
         cfg = resolve("quickstart", [*small, *extra])
-        model, res = train_baseline(prepare(cfg), cfg, 1, None, progress=False)
+        model, res = train_baseline(prepare(cfg), cfg, 1, None)
         return model, res
 
     eager, _ = trained()
@@ -104,7 +104,7 @@ def test_training_is_fp32_on_every_device_unless_bf16_is_asked_for():
     import torch
 
     from repsearch.config import resolve
-    from repsearch.learn.loop import autocast_for
+    from repsearch.learn.runtime import autocast_for
     cfg = resolve("cpu-mnist", [])
     assert cfg.baseline.precision == cfg.learn.precision == "fp32"
     assert autocast_for("cuda:0", cfg.baseline.precision) is None and autocast_for("cpu") is None

@@ -69,10 +69,10 @@ def test_a_counter_search_is_the_same_whatever_the_chunking(tmp_path):
     for chunk in (4, 7):
         cfg = tiny("data.subset=20", "search.rng=counter", f"engine.chunk_images={chunk}",
                    "search.target_ce=[0,0,0,0.5]", "search.patience=[0,0,0,2]")
-        cache, _ = run_search(prepare(cfg), cfg, tmp_path / f"c{chunk}", progress=False)
+        cache, _ = run_search(prepare(cfg), cfg, tmp_path / f"c{chunk}")
         caches.append(cache.arrays())
     for name in ("block0", "logits", "ce", "evals"):
         assert np.array_equal(caches[0][name], caches[1][name]), name
     generator = tiny("data.subset=20", "engine.chunk_images=4")
-    other, _ = run_search(prepare(generator), generator, tmp_path / "g", progress=False)
+    other, _ = run_search(prepare(generator), generator, tmp_path / "g")
     assert not np.array_equal(other.arrays()["block0"], caches[0]["block0"])  # another stream, another search

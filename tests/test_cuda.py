@@ -43,7 +43,7 @@ def test_a_cuda_search_lands_near_the_cpu_search(tmp_path, extra):
     for device in ("cpu", "cuda"):
         cfg = tiny("data.subset=40", "search.rng=counter", *(extra if device == "cuda" else []))
         cfg.device = device
-        _, summary = run_search(prepare(cfg), cfg, tmp_path / device, progress=False)
+        _, summary = run_search(prepare(cfg), cfg, tmp_path / device)
         ce[device] = summary["searched_ce_mean"]
     assert abs(ce["cuda"] - ce["cpu"]) <= 0.3 * ce["cpu"], ce
 

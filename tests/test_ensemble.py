@@ -58,7 +58,7 @@ def test_cka_is_one_for_rotated_copies_and_n_eff_counts_distinct_members():
 def test_members_search_independently_on_the_same_images_and_are_measured_as_trained(tmp_path):
     cfg = resolve("quickstart", TINY)
     prep = prepare(cfg)
-    result = ensemble(prep, cfg, tmp_path, members=2, diversity_images=50, progress=False)
+    result = ensemble(prep, cfg, tmp_path, members=2, diversity_images=50)
     caches = [np.load(tmp_path / f"member{k}" / "cache" / "indices.npy") for k in range(2)]
     assert np.array_equal(caches[0], caches[1])  # the same images
     block0 = [np.load(tmp_path / f"member{k}" / "cache" / "block0.npy") for k in range(2)]

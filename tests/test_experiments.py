@@ -66,7 +66,7 @@ def test_fitness_scaling_sweeps_one_block_and_writes_files(prep, tmp_path):
     cfg = tiny()
     seen = []
     res = fitness_scaling(prep, cfg, n_images=5, pop_sizes=(4, 12), generations=(0, 3), out_dir=tmp_path,
-                          progress=seen.append)
+                          on_point=seen.append)
     assert res["images"] == 5 and set(res["blocks"]) == {0, 1, 2}
     assert len(seen) == 3 * 4
     zero = []

@@ -62,10 +62,10 @@ def test_last_stage_outputs_are_the_eval_mode_forwards_last_stage(tiny_cache):
 
 def test_training_with_a_refit_changes_only_the_head_and_reports_it(tiny_cache):
     cfg, prep, cache = tiny_cache
-    plain, s0 = train_from_cache(prep, cfg, cache, progress=False)
+    plain, s0 = train_from_cache(prep, cfg, cache)
     cfg_r = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=2", "learn.batch_size=50",
                                    "learn.probe_images=150", "learn.head_refit_l2=0.01"])
-    refit, s1 = train_from_cache(prep, cfg_r, cache, progress=False)
+    refit, s1 = train_from_cache(prep, cfg_r, cache)
     head = {f"head.{k}" for k in plain.head.state_dict()}
     a, b = plain.state_dict(), refit.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a if k not in head)  # the body: bit for bit

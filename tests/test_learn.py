@@ -90,7 +90,7 @@ def test_no_label_or_kl_gradient_reaches_the_body(tiny_cache):
 def test_channels_last_learner_meets_targets_in_its_layout_with_the_same_loss(tiny_cache):
     """learn.memory_format=channels_last converts the 4-d targets once (no per-step strided copy
     in the loss) and leaves the loss and the body's gradients as they were, within rounding."""
-    from repsearch.learn.loop import in_layout, prepare_model_for_device
+    from repsearch.learn.runtime import in_layout, prepare_model_for_device
     cfg, prep, cache = tiny_cache
     targets, idx, x, y = _batch(cfg, prep, cache)
     cl_targets = in_layout(targets, "cpu", "channels_last")
@@ -155,7 +155,7 @@ def test_epoch_diagnostics_reuse_the_validation_pass_and_measure_the_same(tiny_c
     """The training loop's validation pass hands its stage outputs to the diagnostics hook: one
     forward over the validation images per epoch instead of two, with the same measurements.
     Outputs of other images are never taken for the validation images'."""
-    from repsearch.learn.loop import evaluate
+    from repsearch.learn.runtime import evaluate
     cfg, prep, cache = tiny_cache
     diag = Diagnostics(prep, cache, probe_images=150)
     model = build_learner(prep, cfg)
@@ -175,8 +175,7 @@ def test_epoch_diagnostics_reuse_the_validation_pass_and_measure_the_same(tiny_c
     c = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=2", "learn.batch_size=50",
                                "learn.probe_images=150", "learn.patience=0"])
     targets = cache.load(cache.rows_for(prep.split.train.numpy()), "cpu", torch.float32)
-    fit_to_targets(model, *prep.images("train"), targets, c.learn, val=(val_x, val_y), epoch_hook=diag.hook,
-                   progress=False)
+    fit_to_targets(model, *prep.images("train"), targets, c.learn, val=(val_x, val_y), hooks=(diag,))
     assert sum(forwarded) == 2 * len(val_y)  # eval-mode forwards: the validation images once per epoch
 
 
@@ -211,7 +210,7 @@ def test_resumed_training_gives_the_same_weights(tiny_cache, tmp_path):
     cfg, prep, cache = tiny_cache
     cfg1 = resolve("quickstart", [*TINY, "data.subset=200", "learn.epochs=3", "learn.batch_size=50",
                                   "learn.probe_images=150"])
-    ref, _ = train_from_cache(prep, cfg1, cache, RunDir(tmp_path / "ref", {}, "cpu"), progress=False)
+    ref, _ = train_from_cache(prep, cfg1, cache, RunDir(tmp_path / "ref", {}, "cpu"))
     # an interrupted run: the first epoch's checkpoint, then the same command again
     run = RunDir(tmp_path / "resumed", {}, "cpu")
 
@@ -223,9 +222,9 @@ def test_resumed_training_gives_the_same_weights(tiny_cache, tmp_path):
     # save happens after the hook, so stop at epoch 2's hook: epoch 1 is checkpointed
     diag.hook = lambda model, e, **kw: (_ for _ in ()).throw(Stop()) if e == 2 else orig_hook(model, e, **kw)
     with pytest.raises(Stop):
-        train_from_cache(prep, cfg1, cache, run, progress=False, diagnostics=diag)
+        train_from_cache(prep, cfg1, cache, run, diagnostics=diag)
     assert (tmp_path / "resumed" / "checkpoint-learn.pt").exists()
-    resumed, _ = train_from_cache(prep, cfg1, cache, run, progress=False)
+    resumed, _ = train_from_cache(prep, cfg1, cache, run)
     for (n, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), n
 
@@ -262,7 +261,7 @@ def test_augmented_stages_record_augmentation_in_their_config(tmp_path):
     cfg = resolve("quickstart", [*TINY, "data.subset=60", "learn.epochs=1", "baseline.epochs=1",
                                  "learn.probe_images=40", "learn.batch_size=20", "baseline.batch_size=20",
                                  "run.augment_variants=[true]"])
-    run_pipeline(cfg, tmp_path, progress=False)
+    run_pipeline(cfg, tmp_path)
     for stage in ("learn-all-aug", "sgd-aug"):
         recorded = json.loads((tmp_path / "seed0" / stage / "config.json").read_text())
         assert recorded["learn"]["augment"] is True and recorded["baseline"]["augment"] is True, stage

@@ -26,7 +26,7 @@ def test_a_bf16_search_runs_compiled_and_lands_near_the_fp32_search(tmp_path):
     ce = {}
     for precision in ("fp32", "bf16"):
         cfg = tiny("data.subset=40", f"search.precision={precision}", "engine.compile=[0]")
-        _, summary = run_search(prepare(cfg), cfg, tmp_path / precision, progress=False)
+        _, summary = run_search(prepare(cfg), cfg, tmp_path / precision)
         ce[precision] = summary["searched_ce_mean"]
     assert abs(ce["bf16"] - ce["fp32"]) <= 0.3 * ce["fp32"], ce
     assert open_search(cfg, prepare(cfg)).problem.precision == "bf16"

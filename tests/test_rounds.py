@@ -23,7 +23,7 @@ def two_rounds(tmp_path_factory):
     cfg = resolve("quickstart", TINY)
     prep = prepare(cfg)
     out = tmp_path_factory.mktemp("rounds")
-    return cfg, prep, out, rounds(prep, cfg, out, n_rounds=2, carry="warm", progress=False)
+    return cfg, prep, out, rounds(prep, cfg, out, n_rounds=2, carry="warm")
 
 
 def _learned_state(out, r, kind):
@@ -90,7 +90,7 @@ def test_plotted_warm_chain_starts_at_the_learner_it_was_warm_started_from(two_r
 def test_resume_reuses_finished_rounds_and_a_changed_network_is_refused(two_rounds):
     cfg, prep, out, result = two_rounds
     stamp = (out / "round1" / "learn-warm" / "summary.json").stat().st_mtime_ns
-    again = rounds(prep, cfg, out, n_rounds=2, carry="warm", progress=False)
+    again = rounds(prep, cfg, out, n_rounds=2, carry="warm")
     assert again["rounds"] == result["rounds"]
     assert (out / "round1" / "learn-warm" / "summary.json").stat().st_mtime_ns == stamp
     other = torch.nn.Linear(2, 2)
@@ -111,12 +111,12 @@ def test_warm_only_rounds_skip_the_scratch_learner(two_rounds, tmp_path):
     shutil.copytree(out / "sgd", tmp_path / "sgd")
     shutil.copytree(out / "round0", tmp_path / "round0")
     shutil.copytree(out / "round1" / "cache", tmp_path / "round1" / "cache")
-    warm_only = rounds(prep, cfg, tmp_path, n_rounds=2, carry="warm", progress=False, learners=("warm",))
+    warm_only = rounds(prep, cfg, tmp_path, n_rounds=2, carry="warm", learners=("warm",))
     assert not (tmp_path / "round1" / "learn-scratch").exists()
     assert "scratch" not in warm_only["rounds"][1] and "scratch" in warm_only["rounds"][0]
     assert warm_only["rounds"][1]["warm"] == result["rounds"][1]["warm"]
     with pytest.raises(UserError, match="carried"):
-        rounds(prep, cfg, tmp_path, n_rounds=2, carry="scratch", progress=False, learners=("warm",))
+        rounds(prep, cfg, tmp_path, n_rounds=2, carry="scratch", learners=("warm",))
 
 
 def test_later_overrides_change_only_later_rounds(two_rounds, tmp_path):
@@ -126,16 +126,16 @@ def test_later_overrides_change_only_later_rounds(two_rounds, tmp_path):
     cfg, prep, out, result = two_rounds
     shutil.copytree(out / "sgd", tmp_path / "sgd")
     shutil.copytree(out / "round0", tmp_path / "round0")
-    later = rounds(prep, cfg, tmp_path, n_rounds=2, progress=False, learners=("warm",),
+    later = rounds(prep, cfg, tmp_path, n_rounds=2, learners=("warm",),
                    later=["search.generations=[1,1,1,1]"])
     assert later["rounds"][0] == result["rounds"][0]
     manifest = json.loads((tmp_path / "round1" / "cache" / "manifest.json").read_text())
     assert manifest["config"]["search"]["generations"] == [1, 1, 1, 1] != cfg.search.generations
     assert later["rounds"][1]["evaluations_per_image"] < result["rounds"][1]["evaluations_per_image"]
     with pytest.raises(UserError, match="only search"):
-        rounds(prep, cfg, tmp_path / "x", n_rounds=2, progress=False, later=["data.subset=50"])
+        rounds(prep, cfg, tmp_path / "x", n_rounds=2, later=["data.subset=50"])
     with pytest.raises(UserError, match="groups_per_block"):
-        rounds(prep, cfg, tmp_path / "y", n_rounds=2, progress=False, later=["learn.groups_per_block=1"])
+        rounds(prep, cfg, tmp_path / "y", n_rounds=2, later=["learn.groups_per_block=1"])
 
 
 @pytest.mark.parametrize("bad, said", [(["--learners", "warm", "--carry", "scratch"], "carried"),

@@ -59,7 +59,7 @@ def test_per_image_result_does_not_depend_on_batch_company():
 
 def test_best_fitness_never_worsens_and_every_layer_is_searched(tmp_path):
     cfg = tiny("search.generations=[6,4,4,3]")
-    cache, summary = run_search(prepare(cfg), cfg, tmp_path / "c", progress=False)
+    cache, summary = run_search(prepare(cfg), cfg, tmp_path / "c")
     curves = cache.curves()
     for layer in range(4):
         best = curves[layer]["best"]
@@ -78,8 +78,8 @@ def _arrays(cache):
 
 
 def test_same_seed_same_cache_and_chunking_does_not_matter(tmp_path):
-    c1, _ = run_search(prepare(tiny("engine.chunk_images=7")), tiny("engine.chunk_images=7"), tmp_path / "a", progress=False)
-    c2, _ = run_search(prepare(tiny("engine.chunk_images=40")), tiny("engine.chunk_images=40"), tmp_path / "b", progress=False)
+    c1, _ = run_search(prepare(tiny("engine.chunk_images=7")), tiny("engine.chunk_images=7"), tmp_path / "a")
+    c2, _ = run_search(prepare(tiny("engine.chunk_images=40")), tiny("engine.chunk_images=40"), tmp_path / "b")
     a, b = _arrays(c1), _arrays(c2)
     for k in a:
         np.testing.assert_allclose(a[k], b[k], atol=2e-3, err_msg=k)
@@ -87,10 +87,10 @@ def test_same_seed_same_cache_and_chunking_does_not_matter(tmp_path):
 
 def test_mismatched_cache_is_refused(tmp_path):
     cfg = tiny()
-    run_search(prepare(cfg), cfg, tmp_path / "c", progress=False)
+    run_search(prepare(cfg), cfg, tmp_path / "c")
     other = tiny("search.alpha.0=0.5")
     with pytest.raises(UserError, match="was made for another"):
-        run_search(prepare(other), other, tmp_path / "c", progress=False)
+        run_search(prepare(other), other, tmp_path / "c")
     with pytest.raises(UserError, match="no target cache"):
         TargetCache.open(tmp_path / "nothing")
 
@@ -128,7 +128,7 @@ def test_killed_search_resumes_to_the_same_cache(tmp_path):
 def test_cache_reader_serves_rows_by_dataset_index(tmp_path):
     cfg = tiny()
     prep = prepare(cfg)
-    cache, _ = run_search(prep, cfg, tmp_path / "c", progress=False)
+    cache, _ = run_search(prep, cfg, tmp_path / "c")
     idx = torch.cat([prep.split.val[:3], prep.split.train[:2]]).sort().values.numpy()
     rows = cache.rows_for(idx)
     t = cache.load(rows)
@@ -145,7 +145,7 @@ def test_search_on_real_fashion_mnist_makes_progress_at_every_layer(tmp_path, da
                   **{"data.root": data_root})
     net, rows, x, y = search_setup(cfg, 48)
     untrained = torch.nn.functional.cross_entropy(net.model(x), y).item()
-    _, summary = run_search(prepare(cfg), cfg, tmp_path / "c", limit=48, progress=False)
+    _, summary = run_search(prepare(cfg), cfg, tmp_path / "c", limit=48)
     for point in summary["points"]:
         assert point["ce_end"] < point["ce_start"], point
     assert summary["searched_ce_mean"] < 0.4 * untrained, (summary["searched_ce_mean"], untrained)
@@ -251,16 +251,16 @@ def test_cache_resumed_under_other_engine_settings_is_reused_not_mixed(tmp_path)
     resumes under another and ends as the uninterrupted search's; a search setting is refused."""
     cfg = tiny("data.subset=12", "engine.chunk_images=4")
     prep = prepare(cfg)
-    ref, _ = run_search(prep, cfg, tmp_path / "ref", progress=False)
-    run_search(prep, cfg, tmp_path / "c", limit=0, progress=False)
+    ref, _ = run_search(prep, cfg, tmp_path / "ref")
+    run_search(prep, cfg, tmp_path / "c", limit=0)
     chunk = tmp_path / "c" / "chunks" / "00002.json"
     chunk.unlink()  # as if killed before the last chunk
     other = tiny("data.subset=12", "engine.chunk_images=7", "engine.compile=[3]", "engine.fast=false")
-    cache, _ = run_search(prep, other, tmp_path / "c", progress=False)
+    cache, _ = run_search(prep, other, tmp_path / "c")
     for k, v in _arrays(ref).items():
         np.testing.assert_allclose(v, _arrays(cache)[k], atol=1e-3, err_msg=k)
     with pytest.raises(UserError, match="another dataset/network/search config"):
-        run_search(prep, tiny("data.subset=12", "search.noise=fresh"), tmp_path / "c", progress=False)
+        run_search(prep, tiny("data.subset=12", "search.noise=fresh"), tmp_path / "c")
 
 
 @pytest.mark.parametrize("compiled", ["[]", "[0,1]"])
@@ -306,9 +306,9 @@ def test_batchnorm_without_running_statistics_searches_and_learns(tmp_path):
     cfg = tiny("model.bn_running_stats=false", "data.subset=60", "learn.epochs=2", "learn.batch_size=20",
                "learn.probe_images=40")
     prep = prepare(cfg)
-    cache, summary = run_search(prep, cfg, tmp_path / "c", progress=False)
+    cache, summary = run_search(prep, cfg, tmp_path / "c")
     assert summary["points"][-1]["ce_end"] < summary["points"][0]["ce_start"]
-    _, learned = train_from_cache(prep, cfg, cache, progress=False)
+    _, learned = train_from_cache(prep, cfg, cache)
     assert 0 <= learned["test_accuracy"] <= 1
 
 

@@ -88,12 +88,12 @@ def test_a_disk_filled_during_the_search_stops_at_a_chunk_boundary_and_resumes(s
 
     monkeypatch.setattr(search_mod, "search_chunk", chunk_then_fill)
     with pytest.raises(UserError, match="not enough disk space"):
-        run_search(prep, cfg, cache_dir, progress=False)
+        run_search(prep, cfg, cache_dir)
     assert TargetCache.open(cache_dir).done_chunks() == {0}
     assert not list(cache_dir.rglob(".*.tmp"))
     filler[0].unlink()
     monkeypatch.setattr(search_mod, "search_chunk", original)
-    cache, _ = run_search(prep, cfg, cache_dir, progress=False)
+    cache, _ = run_search(prep, cfg, cache_dir)
     assert cache.complete
     from repsearch.store.verify import verify_cache
     verify_cache(cache)

@@ -27,7 +27,7 @@ def two_streams(tmp_path_factory):
     root = tmp_path_factory.mktemp("streams")
     cfg = tiny()
     prep = prepare(cfg)
-    caches = [run_search(prep, stream_config(cfg, k), root / f"s{k}", progress=False)[0] for k in (0, 1)]
+    caches = [run_search(prep, stream_config(cfg, k), root / f"s{k}")[0] for k in (0, 1)]
     return cfg, prep, caches
 
 

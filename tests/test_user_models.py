@@ -95,7 +95,7 @@ def test_python_api_searches_and_learns_any_staged_model():
     torch.manual_seed(1)
     learner, stats = api.learn_from_targets(make_net(prep.dataset.shape, 10, role="learner"), x, y, targets,
                                             learn={"epochs": 6, "batch_size": 50})
-    from repsearch.learn.loop import evaluate
+    from repsearch.learn.runtime import evaluate
     assert evaluate(learner, *prep.images("test"))["accuracy"] > 0.4, stats
 
 
@@ -109,7 +109,7 @@ def test_builtin_families_follow_the_contract_and_search(tmp_path, family, shape
     prep = prepare(cfg)
     model, got = build_model(cfg, "learner", prep.dataset.shape, 10, depth=2)
     assert got == shapes
-    cache, summary = run_search(prep, cfg, tmp_path / "c", progress=False)
+    cache, summary = run_search(prep, cfg, tmp_path / "c")
     assert summary["points"][-1]["ce_end"] <= summary["points"][0]["ce_start"]
     assert cache.manifest["shapes"] == [list(s) for s in shapes]
     if family == "mlp":  # Dirac init: identity where a layer keeps every input, random where it narrows

@@ -18,7 +18,7 @@ ARGS = ["--preset", "quickstart", *sum((["--set", t] for t in [*TINY, "data.subs
 @pytest.fixture
 def cache_dir(tmp_path):
     cfg = resolve("quickstart", [*TINY, "data.subset=30"])
-    run_search(prepare(cfg), cfg, tmp_path / "cache", progress=False)
+    run_search(prepare(cfg), cfg, tmp_path / "cache")
     return tmp_path / "cache"
 
 

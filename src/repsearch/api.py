@@ -21,6 +21,7 @@ import torch
 from repsearch.config import EngineConfig, LearnConfig, SearchConfig
 from repsearch.config.overrides import apply_dict
 from repsearch.config.validation import validate_search
+from repsearch.learn.hooks import ProgressBar
 from repsearch.learn.regression import fit_to_targets
 from repsearch.models import init_from_data
 from repsearch.models.staged import check_staged, normalize_stages
@@ -95,4 +96,4 @@ def learn_from_targets(model: torch.nn.Module, images: torch.Tensor, labels: tor
     device = images.device
     tg = {k: v.to(device, torch.float32) for k, v in targets.as_dict().items()}
     return fit_to_targets(model, images, labels, tg, lc, val=val, supervise=supervise, augment=augment, seed=seed,
-                          progress=progress)
+                          hooks=(ProgressBar(),) if progress else ())

@@ -12,7 +12,7 @@ from .setup import print_summary, set_up
 def cmd_baseline(args) -> int:
     from repsearch.learn.baseline import run_baseline
     c = set_up(args, "baseline", batches=("baseline",), preflight="baseline")
-    summary = run_baseline(c.prep, c.cfg, c.run, progress=c.progress)
+    summary = run_baseline(c.prep, c.cfg, c.run)
     print_summary(c.run.summary(summary), c.run)
     return 0
 
@@ -24,7 +24,7 @@ def cmd_search(args) -> int:
         raise UserError("--limit must be >= 0")
     c = set_up(args, "search", batches=())
     cache_path = Path(args.cache) if args.cache else c.run.path / "cache"
-    cache, summary = run_search(c.prep, c.cfg, cache_path, limit=args.limit, progress=c.progress, log=c.run.log)
+    cache, summary = run_search(c.prep, c.cfg, cache_path, limit=args.limit, log=c.run.log)
     if not distributed.is_main():
         return 0
     plot_search_curves(cache.curves(), c.run.path / "search_curves.png")
@@ -54,7 +54,7 @@ def cmd_train(args) -> int:
                                      for k, path in enumerate(args.cache)], cfg.learn))
 
     c = set_up(args, "train", batches=("learn",), configure=configure, check=check)
-    _, summary = train_from_cache(c.prep, c.cfg, caches, c.run, progress=c.progress)
+    _, summary = train_from_cache(c.prep, c.cfg, caches, c.run)
     used = args.cache[0] if len(args.cache) == 1 else args.cache
     print_summary(c.run.summary({"dataset": c.prep.dataset.name, "cache": used, **summary}), c.run)
     return 0
@@ -70,7 +70,7 @@ def cmd_run(args) -> int:
             cfg.run.seeds = args.seeds
 
     c = set_up(args, "run", configure=configure)
-    summary, results = run_pipeline(c.cfg, c.run.path, progress=c.progress)
+    summary, results = run_pipeline(c.cfg, c.run.path)
     print_summary(c.run.summary(summary), c.run)
     if not distributed.is_main():
         return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from repsearch.config import Config, resolve
 from repsearch.errors import UserError
+from repsearch.events import show_progress
 from repsearch.store import distributed
 
 
@@ -23,7 +24,6 @@ class Command:
     cfg: Config
     prep: object  # repsearch.data.Prepared
     run: object  # repsearch.store.rundir.RunDir
-    progress: bool
 
 
 def resolve_args(args) -> Config:
@@ -48,6 +48,8 @@ def set_up(args, command: str, *, multi_process: bool = True, batches=("learn", 
     learner), "baseline" (the SGD model only) or "none". `configure(cfg)`: the command's own flags
     into the config; `check(cfg, prep)`: its own argument checks, both before anything is written."""
     from repsearch.data import check_batches, prepare
+    from repsearch.learn.hooks import check_loggers
+    show_progress(not args.no_progress)
     cfg = resolve_args(args)
     if configure is not None:
         configure(cfg)
@@ -57,10 +59,11 @@ def set_up(args, command: str, *, multi_process: bool = True, batches=("learn", 
     prep = prepare(cfg)
     _preflight(cfg, prep, preflight)
     check_batches(cfg, prep, batches)
+    check_loggers(cfg)
     if check is not None:
         check(cfg, prep)
     run = shared_run_dir(args, command, cfg) if multi_process else run_dir(args, command, cfg)
-    return Command(cfg, prep, run, progress=not args.no_progress)
+    return Command(cfg, prep, run)
 
 
 def _preflight(cfg, prep, kind: str) -> None:

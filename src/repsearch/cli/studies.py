@@ -42,7 +42,7 @@ def cmd_sweep(args) -> int:
     from repsearch.studies.sweep import sweep
     pops = tuple(int(v) for v in args.pop_sizes.split(","))
     scales = tuple(float(v) for v in args.generation_scales.split(","))
-    return _experiment(args, "sweep", sweep, batches=("learn",), pop_sizes=pops, generation_scales=scales, progress=not args.no_progress)
+    return _experiment(args, "sweep", sweep, batches=("learn",), pop_sizes=pops, generation_scales=scales)
 
 
 def cmd_neuroevolution(args) -> int:
@@ -52,8 +52,7 @@ def cmd_neuroevolution(args) -> int:
         if es.population < 2 or es.population % 2 or es.sigma <= 0 or es.lr <= 0 or es.batch < 1 or args.budget_scale <= 0:
             raise UserError("--es-population must be even and >= 2; --es-sigma, --es-lr, --budget-scale > 0; "
                             "--es-batch >= 1")
-        return _experiment(args, "neuroevolution", parameter_baseline, batches=("learn", "baseline"), es=es, budget_scale=args.budget_scale,
-                           progress=not args.no_progress)
+        return _experiment(args, "neuroevolution", parameter_baseline, batches=("learn", "baseline"), es=es, budget_scale=args.budget_scale)
     from repsearch.studies.neuroevolution import alignment_experiment
     sigmas = tuple(float(v) for v in args.sigmas.split(","))
     pops = tuple(int(v) for v in args.populations.split(","))
@@ -81,16 +80,14 @@ def cmd_rounds(args) -> int:
         if args.round0:
             check_round0(prep, cfg, *args.round0)
     return _experiment(args, "rounds", rounds, multi_process=True, check=check, batches=("learn", "baseline"), n_rounds=args.rounds,
-                       carry=args.carry, learners=learners, later=args.later_set, round0=args.round0,
-                       progress=not args.no_progress)
+                       carry=args.carry, learners=learners, later=args.later_set, round0=args.round0)
 
 
 def cmd_ensemble(args) -> int:
     from repsearch.studies.ensemble import ensemble
     if args.members < 1 or args.diversity_images < 2:
         raise UserError("--members must be >= 1 and --diversity-images >= 2")
-    return _experiment(args, "ensemble", ensemble, batches=("learn", "baseline"), members=args.members, diversity_images=args.diversity_images,
-                       progress=not args.no_progress)
+    return _experiment(args, "ensemble", ensemble, batches=("learn", "baseline"), members=args.members, diversity_images=args.diversity_images)
 
 
 def ensemble_args(p):

@@ -19,6 +19,7 @@ from .schema import (
                      DataConfig,
                      EngineConfig,
                      LearnConfig,
+                     LogConfig,
                      ModelConfig,
                      RunConfig,
                      SearchConfig,
@@ -26,5 +27,5 @@ from .schema import (
 )
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "BaselineConfig", "SearchConfig", "EngineConfig",
-           "LearnConfig", "RunConfig", "resolve", "from_dict", "with_overrides", "load_preset", "list_presets",
-           "list_overlays", "PRESET_DIR", "OVERLAY_DIR"]
+           "LearnConfig", "RunConfig", "LogConfig", "resolve", "from_dict", "with_overrides", "load_preset",
+           "list_presets", "list_overlays", "PRESET_DIR", "OVERLAY_DIR"]

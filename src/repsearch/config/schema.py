@@ -166,6 +166,16 @@ class RunConfig:
 
 
 @dataclass
+class LogConfig:
+    """Loggers beside metrics.jsonl (which every training stage writes), imported only when asked
+    for: TensorBoard event files in STAGE/tensorboard, offline Weights & Biases runs in STAGE/wandb.
+    Never part of what a run computes (a run resumes under other loggers)."""
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "repsearch"
+
+
+@dataclass
 class Config:
     seed: int = 0
     device: str = "cpu"
@@ -176,6 +186,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     learn: LearnConfig = field(default_factory=LearnConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -14,18 +14,14 @@ from repsearch.models.staged import forward_flops
 from repsearch.models.staged import logits as staged_logits
 from repsearch.store.rundir import RunDir
 
-from .loop import (
-    autocast_for,
-    evaluate,
-    fit,
-    make_optimizer,
-    prepare_model_for_device,
-    standard_groups,
-)
+from .hooks import training_hooks
+from .loop import fit
+from .optim import make_optimizer, standard_groups
+from .runtime import autocast_for, evaluate, prepare_model_for_device
 
 
-def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, epoch_hook=None,
-                   progress: bool = True) -> tuple[torch.nn.Module, dict]:
+def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, hooks=()) -> tuple[torch.nn.Module, dict]:
+    """SGD at `depth` groups per block; `hooks` join the loop's (e.g. diagnostics per epoch)."""
     tc, dev = cfg.baseline, prep.device
     torch.manual_seed(cfg.seed)
     train_x, train_y = prep.images("train")
@@ -43,9 +39,9 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
         loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=tc.label_smoothing)
         return loss, {"loss": loss.detach() / len(y), "accuracy": (logits.argmax(1) == y).float().mean()}
 
-    ck = (run.path / f"checkpoint-depth{depth}.pt") if run else None
-    stats = fit(model, loader, opt, tc, loss_fn=loss_fn, val=val, run=run, tag=f"sgd-depth{depth}",
-                epoch_hook=epoch_hook, autocast=autocast_for(dev, tc.precision), checkpoint=ck, progress=progress)
+    stats = fit(model, loader, opt, tc, loss_fn=loss_fn, val=val, tag=f"sgd-depth{depth}",
+                hooks=training_hooks(cfg, run, f"checkpoint-depth{depth}.pt", *hooks),
+                autocast=autocast_for(dev, tc.precision))
     if run:
         run.save(model.state_dict(), f"model-depth{depth}.pt")
     flops = forward_flops(model, prep.dataset.shape, dev)
@@ -55,12 +51,12 @@ def train_baseline(prep: Prepared, cfg, depth: int, run: RunDir | None = None, e
                    "epochs_run": stats["epochs_run"], "train_flops": 3 * flops * stats["epochs_run"] * len(train_y)}
 
 
-def run_baseline(prep: Prepared, cfg, run: RunDir | None = None, progress: bool = True, epoch_hook=None) -> dict:
-    """Train each configured depth, pick the best by validation, test it once. `epoch_hook`
-    adds diagnostics per epoch (e.g. cosine to searched targets, paper Figure 5)."""
+def run_baseline(prep: Prepared, cfg, run: RunDir | None = None, hooks=()) -> dict:
+    """Train each configured depth, pick the best by validation, test it once. `hooks` join each
+    depth's training loop (e.g. `Diagnostics`: cosine to searched targets, paper Figure 5)."""
     results, best_model, best = [], None, None
     for depth in cfg.baseline.depths:
-        model, res = train_baseline(prep, cfg, depth, run, epoch_hook=epoch_hook, progress=progress)
+        model, res = train_baseline(prep, cfg, depth, run, hooks)
         results.append(res)
         if best is None or res["val_accuracy"] > best["val_accuracy"]:
             best_model, best = model, res

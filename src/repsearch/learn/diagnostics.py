@@ -65,6 +65,10 @@ class Diagnostics:
             self._controls[key] = {f"untrained_{k}": v for k, v in self.probes(untrained).items()}
         return self._controls[key]
 
+    def measure(self, loop, epoch: int, val_outputs=None) -> dict:
+        """The training loop's "measure" hook: `hook` on the loop's model."""
+        return self.hook(loop.model, epoch, val_outputs=val_outputs)
+
     def hook(self, model, epoch: int, val_outputs=None) -> dict:
         """Per epoch (epoch 0: before any step): cosines to the searched targets, collision
         entropies, and every `probe_every` epochs the linear probes. `val_outputs` = (images,

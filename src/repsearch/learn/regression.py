@@ -30,17 +30,11 @@ from repsearch.store.verify import verify_cache
 
 from .diagnostics import Diagnostics
 from .head_refit import refit_learned_head, refit_val_accuracy
-from .loop import (
-    autocast_for,
-    evaluate,
-    fit,
-    in_layout,
-    make_optimizer,
-    prepare_model_for_device,
-    selects_best,
-    standard_groups,
-)
+from .hooks import training_hooks
+from .loop import fit, selects_best
 from .objectives import class_informative_weights, head_kl, regression_loss
+from .optim import make_optimizer, standard_groups
+from .runtime import autocast_for, evaluate, in_layout, prepare_model_for_device
 
 
 def split_parameters(model, lc) -> list[dict]:
@@ -81,11 +75,11 @@ def build_learner(prep: Prepared, cfg):
 
 
 def fit_to_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, augment: bool = False,
-                       seed: int = 0, num_classes: int | None = None, run: RunDir | None = None, tag: str = "learn",
-                       epoch_hook=None, progress: bool = True, checkpoint=None) -> tuple[torch.nn.Module, dict]:
+                   seed: int = 0, num_classes: int | None = None, tag: str = "learn", hooks=()) -> tuple[torch.nn.Module, dict]:
     """Train `model` (fresh, or warm-started: any staged model) to regress its stage outputs to
     `targets` (dict: block{i} per stage in loader order, and logits); the head learns the KL to
-    the searched logits. With `val` = (x, y) the best epoch by validation accuracy is kept."""
+    the searched logits. With `val` = (x, y) the best epoch by validation accuracy is kept.
+    `hooks`: the training loop's (`learn.hooks`: metrics, checkpoint, diagnostics, loggers)."""
     n_stages = len(model.stages)
     supervise = check_supervise(range(n_stages) if supervise is None else supervise, n_stages)
     weights = None
@@ -99,8 +93,7 @@ def fit_to_targets(model, x, y, targets: dict, lc, *, val=None, supervise=None, 
     loader = DeviceLoader(x, y, lc.batch_size, augment=augment, fixed_batches=lc.fixed_batches, seed=seed)
     opt = make_optimizer(split_parameters(model, lc), lc, lc.batch_size)
     stats = fit(model, loader, opt, lc, loss_fn=make_loss_fn(targets, supervise, lc, weights), val=val or (x, y),
-                run=run, tag=tag, epoch_hook=epoch_hook, autocast=autocast_for(dev, lc.precision), checkpoint=checkpoint,
-                progress=progress)
+                tag=tag, hooks=hooks, autocast=autocast_for(dev, lc.precision))
     return model, {**stats, "supervise": supervise}
 
 
@@ -134,7 +127,7 @@ def target_caches(cache, lc) -> list[TargetCache]:
 
 
 def train_from_cache(prep: Prepared, cfg, cache: TargetCache | list[TargetCache], run: RunDir | None = None, *,
-                     supervise=None, augment: bool | None = None, tag: str = "learn", progress: bool = True,
+                     supervise=None, augment: bool | None = None, tag: str = "learn",
                      diagnostics: Diagnostics | None = None, learner=None) -> tuple[torch.nn.Module, dict]:
     """Train the learner on cached targets only; select by validation; test once; probe at the end.
     `cache`: one target cache, or `learn.target_searches` of them (streams s..s+K-1 of the same
@@ -150,8 +143,7 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache | list[TargetCache]
     model, stats = fit_to_targets(
         build_learner(prep, cfg) if learner is None else learner, train_x, train_y, targets, lc, val=prep.images("val"),
         supervise=(lc.supervise or None) if supervise is None else supervise, augment=augment, seed=cfg.seed,
-        num_classes=prep.dataset.num_classes, run=run, tag=tag, epoch_hook=diagnostics.hook, progress=progress,
-        checkpoint=run.path / f"checkpoint-{tag}.pt" if run else None)
+        num_classes=prep.dataset.num_classes, tag=tag, hooks=training_hooks(cfg, run, f"checkpoint-{tag}.pt", diagnostics))
     val = prep.images("val")
     refit = (refit_learned_head(model, train_x, targets["logits"], val, lc.head_refit_l2,
                                 select_on_val=selects_best(lc, len(val[1]))) if lc.head_refit_l2 > 0 else None)

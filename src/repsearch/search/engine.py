@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from repsearch.errors import UserError
+from repsearch.events import Hooks
 from repsearch.models.staged import sample_normalize
 
 from . import fastpaths, strategy
-from .hooks import Hooks
 from .noise import NoiseBank, PerImageRNG, per_image_rng, stream_seed
 from .problem import StagedProblem
 from .strategy import Params, PointParams, State

@@ -12,18 +12,7 @@ from __future__ import annotations
 
 import time
 
-
-class Hooks:
-    """Calls each hook that defines the event."""
-
-    def __init__(self, *hooks):
-        self.hooks = [h for h in hooks if h is not None]
-
-    def __call__(self, event: str, *args) -> None:
-        for h in self.hooks:
-            fn = getattr(h, event, None)
-            if fn is not None:
-                fn(*args)
+from repsearch.events import progress_bar
 
 
 class ChunkRecorder:
@@ -67,9 +56,7 @@ class Progress:
     """A tqdm bar over candidate evaluations, described by chunk, point and generation."""
 
     def __init__(self, total: int, enabled: bool = True):
-        from tqdm import tqdm
-        self.bar = tqdm(total=total, desc="search", unit="eval", unit_scale=True, disable=not enabled,
-                        dynamic_ncols=True)
+        self.bar = progress_bar(enabled, total=total, desc="search", unit="eval", unit_scale=True)
         self.chunk = ""
 
     def generation_end(self, point, gen, state, active, real, children):

@@ -70,7 +70,7 @@ def check_against_model(cfg, shapes: list[tuple]) -> Params:
     return params
 
 
-def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log=None, network=None):
+def run_search(prep, cfg, cache_path, limit: int = 0, log=None, network=None):
     """Search every image of the pool (train + validation), or the first `limit`, into a target
     cache at `cache_path`; resumes a matching partial cache; returns (cache, summary). Under
     torchrun the ranks share the chunks (each searched by exactly one rank); an image's result
@@ -87,7 +87,7 @@ def run_search(prep, cfg, cache_path, limit: int = 0, progress: bool = True, log
         searcher = open_search(cfg, prep, cache_path, network)
     todo = distributed.mine([c for c in range(cache.manifest["num_chunks"]) if c not in cache.done_chunks()])
     images = sum(b - a for a, b in map(cache.chunk_rows, todo))
-    bar = Progress(searcher.params.max_evaluations_per_image * images, enabled=progress and distributed.is_main())
+    bar = Progress(searcher.params.max_evaluations_per_image * images, enabled=distributed.is_main())
     t_start = time.time()
     for c in todo:
         bar.chunk = f"chunk {c + 1}/{cache.manifest['num_chunks']} "

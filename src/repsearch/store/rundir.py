@@ -68,8 +68,8 @@ def environment(device: str) -> dict:
 
 
 # Settings that may differ when a run directory is reused: where the data lives, the preset's
-# name (the resolved config is what counts), and the engine (speed only).
-REUSABLE_DIFFERENCES = ("preset", "overlays", "engine", "data.root")
+# name (the resolved config is what counts), the engine (speed only) and the loggers.
+REUSABLE_DIFFERENCES = ("preset", "overlays", "engine", "log", "data.root")
 
 
 def check_run_path(path: Path, config: dict) -> None:

@@ -27,9 +27,9 @@ import torch
 from repsearch.learn import measures as analysis
 from repsearch.learn.baseline import run_baseline
 from repsearch.learn.diagnostics import Diagnostics
-from repsearch.learn.loop import prepare_model_for_device
 from repsearch.learn.measures import n_eff_batched
 from repsearch.learn.regression import build_learner, train_from_cache
+from repsearch.learn.runtime import prepare_model_for_device
 from repsearch.models import build_model
 from repsearch.models.staged import logits as staged_logits
 from repsearch.store.atomic import atomic_write_json, atomic_write_text
@@ -72,14 +72,14 @@ def diversity_metrics(block_outputs: list[list[torch.Tensor]]) -> dict:
     return out
 
 
-def _train_member(prep, cfg, k: int, root: Path, progress: bool) -> dict:
+def _train_member(prep, cfg, k: int, root: Path) -> dict:
     c = member_config(cfg, k)
     mdir = root / f"member{k}"
-    cache, _ = search_or_open(prep, c, mdir / "cache", progress)
+    cache, _ = search_or_open(prep, c, mdir / "cache")
     diagnostics = Diagnostics(prep, cache, c.learn.probe_every, c.learn.probe_images, c.learn.entropy_images)
     learn = stage(mdir / "learn", c.to_dict(), c.device, lambda run: train_from_cache(
-        prep, c, cache, run, tag="learn", progress=progress, diagnostics=diagnostics)[1])
-    sgd = stage(mdir / "sgd", c.to_dict(), c.device, lambda run: run_baseline(prep, c, run, progress=progress))
+        prep, c, cache, run, tag="learn", diagnostics=diagnostics)[1])
+    sgd = stage(mdir / "sgd", c.to_dict(), c.device, lambda run: run_baseline(prep, c, run))
     return {"search": learn, "sgd": sgd}
 
 
@@ -105,10 +105,10 @@ def _family(models: list[torch.nn.Module], x: torch.Tensor, y: torch.Tensor, div
     return {**ensemble_metrics(logits, y), **diversity_metrics(outs)}
 
 
-def ensemble(prep, cfg, out_dir, members: int = 4, diversity_images: int = 1000, progress: bool = True) -> dict:
+def ensemble(prep, cfg, out_dir, members: int = 4, diversity_images: int = 1000) -> dict:
     """Train (or resume) K members of each family and measure them; returns the measurements."""
     root = Path(out_dir)
-    summaries = [_train_member(prep, cfg, k, root, progress) for k in range(members)]
+    summaries = [_train_member(prep, cfg, k, root) for k in range(members)]
     x, y = prep.images("test")
     result = {"members": members, "diversity_images": min(diversity_images, len(y)), "families": {}}
     for family in FAMILIES:

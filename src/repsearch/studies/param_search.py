@@ -106,7 +106,7 @@ def _checkpoint(gen, forwards, theta, net, names, sizes, evaluate, loss=None) ->
     return rec
 
 
-def parameter_baseline(prep, cfg, out_dir, es: ESParams, budget_scale: float = 1.0, progress: bool = True) -> dict:
+def parameter_baseline(prep, cfg, out_dir, es: ESParams, budget_scale: float = 1.0) -> dict:
     """`repsearch neuroevolution --part baseline`: the pipeline's SGD baseline and search +
     learning (run/resumed in OUT/seed{S}), then OpenAI-ES on the learner's architecture (fresh,
     data-dependent init, BatchNorm calibrated and frozen) on the same training images with
@@ -114,14 +114,14 @@ def parameter_baseline(prep, cfg, out_dir, es: ESParams, budget_scale: float = 1
     forward passes (a training step counts 3: forward and backward)."""
     from pathlib import Path
 
-    from repsearch.learn.loop import evaluate as test_model
+    from repsearch.learn.runtime import evaluate as test_model
     from repsearch.models import build_model, init_from_data
     from repsearch.search.network import calibrate_batchnorm
     from repsearch.store.atomic import atomic_write_json
 
     from .pipeline import run_seed
     out = Path(out_dir)
-    seed = run_seed(cfg, out, progress)
+    seed = run_seed(cfg, out)
     x, y = prep.images("train")
     torch.manual_seed(cfg.seed)
     model, _ = build_model(cfg, "baseline", prep.dataset.shape, prep.dataset.num_classes,

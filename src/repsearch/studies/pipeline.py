@@ -33,11 +33,11 @@ def _aug_name(augment: bool) -> str:
     return "aug" if augment else "noaug"
 
 
-def run_seed(cfg, root: Path, progress: bool = True) -> dict:
+def run_seed(cfg, root: Path) -> dict:
     prep = prepare(cfg)
     seed_dir = root / f"seed{cfg.seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
-    caches, searches = search_streams(prep, cfg, seed_dir, progress)
+    caches, searches = search_streams(prep, cfg, seed_dir)
     cache, search_summary = caches[0], searches[0]
     diagnostics = Diagnostics(prep, cache, cfg.learn.probe_every, cfg.learn.probe_images,
                               cfg.learn.entropy_images)
@@ -47,13 +47,13 @@ def run_seed(cfg, root: Path, progress: bool = True) -> dict:
         c.baseline.augment = c.learn.augment = augment  # what each stage's config.json records
         out["sgd"][_aug_name(augment)] = stage(
             seed_dir / f"sgd-{_aug_name(augment)}", c.to_dict(), c.device,
-            lambda run, c=c: run_baseline(prep, c, run, progress=progress, epoch_hook=diagnostics.hook))
+            lambda run, c=c: run_baseline(prep, c, run, (diagnostics,)))
         for variant in cfg.run.supervision_variants:
             tag = f"learn-{variant}-{_aug_name(augment)}"
             out["learn"][f"{variant}-{_aug_name(augment)}"] = stage(
                 seed_dir / tag, c.to_dict(), c.device,
                 lambda run, v=variant, a=augment, t=tag, c=c: train_from_cache(
-                    prep, c, caches, run, supervise=supervision(v, cache.num_stages), augment=a, tag=t, progress=progress,
+                    prep, c, caches, run, supervise=supervision(v, cache.num_stages), augment=a, tag=t,
                     diagnostics=diagnostics)[1])
     return out
 
@@ -85,12 +85,12 @@ def markdown(results: dict, cfg) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_pipeline(cfg, root: Path, progress: bool = True) -> dict:
+def run_pipeline(cfg, root: Path) -> dict:
     seeds = []
     for s in range(cfg.run.seeds):
         c = copy.deepcopy(cfg)
         c.seed = cfg.seed + s
-        seeds.append(run_seed(c, root, progress))
+        seeds.append(run_seed(c, root))
     dataset = seeds[0]["search"]["dataset"]
     train_images = seeds[0]["sgd"][_aug_name(cfg.run.augment_variants[0])]["train_images"]
     results = tabulate(cfg, seeds, dataset)

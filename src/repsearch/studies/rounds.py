@@ -69,10 +69,10 @@ def _learned(prep, cfg, stage_dir: Path, tag: str) -> torch.nn.Module:
     return model
 
 
-def _learn(prep, cfg, cache, rdir: Path, tag: str, progress: bool, start: torch.nn.Module | None = None) -> dict:
+def _learn(prep, cfg, cache, rdir: Path, tag: str, start: torch.nn.Module | None = None) -> dict:
     diagnostics = Diagnostics(prep, cache, cfg.learn.probe_every, cfg.learn.probe_images, cfg.learn.entropy_images)
     return stage(rdir / tag, cfg.to_dict(), cfg.device, lambda run: train_from_cache(
-        prep, cfg, cache, run, tag=tag, progress=progress, diagnostics=diagnostics,
+        prep, cfg, cache, run, tag=tag, diagnostics=diagnostics,
         learner=None if start is None else copy.deepcopy(start))[1])
 
 
@@ -143,7 +143,7 @@ def adopt_round0(root: Path, cache_dir, learner_dir) -> None:
         tmp.rename(stage)
 
 
-def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm", progress: bool = True,
+def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm",
            learners: tuple[str, ...] = LEARNERS, later: list[str] = (), round0: tuple | None = None) -> dict:
     """Run (or resume) `n_rounds` rounds of search and learning; returns the per-round records.
     Round 0 trains from scratch, or is adopted from `round0` = (a `search` cache, a `train` run
@@ -153,16 +153,16 @@ def rounds(prep, cfg, out_dir, n_rounds: int = 3, carry: str = "warm", progress:
     if round0 is not None:
         check_round0(prep, cfg, *round0)
         distributed.main_first(lambda: adopt_round0(root, *round0))
-    sgd = stage(root / "sgd", cfg.to_dict(), cfg.device, lambda run: run_baseline(prep, cfg, run, progress=progress))
+    sgd = stage(root / "sgd", cfg.to_dict(), cfg.device, lambda run: run_baseline(prep, cfg, run))
     records, network, previous = [], None, None
     for r in range(n_rounds):
         rdir, rcfg = root / f"round{r}", cfg if r == 0 else later_cfg
-        cache, search = search_or_open(prep, rcfg, rdir / "cache", progress, network=network)
+        cache, search = search_or_open(prep, rcfg, rdir / "cache", network=network)
         learned = {}
         if network is None or "scratch" in learners:
-            learned["scratch"] = _learn(prep, rcfg, cache, rdir, "learn-scratch", progress)
+            learned["scratch"] = _learn(prep, rcfg, cache, rdir, "learn-scratch")
         if network is not None and "warm" in learners:
-            learned["warm"] = _learn(prep, rcfg, cache, rdir, "learn-warm", progress, start=network)
+            learned["warm"] = _learn(prep, rcfg, cache, rdir, "learn-warm", start=network)
         cosines = None if previous is None else target_cosines(previous, cache)
         records.append(_round_record(r, search, learned, cosines))
         _add_cumulative(records, carry)

@@ -87,7 +87,7 @@ def _positive(values) -> bool:
 
 
 def fitness_scaling(prep, cfg, n_images: int = 1000, pop_sizes=(12, 24, 60, 120, 240, 480),
-                    generations=(0, 10, 30, 100, 300), out_dir=None, progress=None) -> dict:
+                    generations=(0, 10, 30, 100, 300), out_dir=None, on_point=None) -> dict:
     """Figure 2: mean best cross-entropy after evolving ONE block, against population size (at the
     config's generations for that block) and against generations (at the config's population).
 
@@ -96,7 +96,7 @@ def fitness_scaling(prep, cfg, n_images: int = 1000, pop_sizes=(12, 24, 60, 120,
     network. Block 0 starts from a noisy-input population of the swept size; later blocks start
     from the forward of the best of a noisy-input population of the config's size, whatever the
     swept size (a larger population must not also mean a better input to the block it sweeps).
-    `progress(record)` is called after each point."""
+    `on_point(record)` is called after each point."""
     searcher = open_search(cfg, prep)
     problem = searcher.problem
     base = _fixed_budget(cfg.search, problem.num_points)
@@ -109,8 +109,8 @@ def fitness_scaling(prep, cfg, n_images: int = 1000, pop_sizes=(12, 24, 60, 120,
         ce, ev = found.ce, found.evaluations
         rec = {key: int(value), "mean_best_ce": ce.mean().item(), "median_best_ce": ce.median().item(),
                "evaluations_per_image": ev.double().mean().item()}
-        if progress is not None:
-            progress({"block": block, "axis": axis, **rec})
+        if on_point is not None:
+            on_point({"block": block, "axis": axis, **rec})
         return rec
 
     for block in range(problem.num_points - 1):

@@ -25,13 +25,13 @@ def stage(path: Path, config: dict, device: str, fn) -> dict:
     return summary
 
 
-def search_or_open(prep, cfg, cache_path: Path, progress: bool = True, network=None):
+def search_or_open(prep, cfg, cache_path: Path, network=None):
     """The cache at `cache_path`: opened when complete (its fingerprint checked), else searched
     or resumed. `network`: the search network to use instead of the config's (`run_search`)."""
     if distributed.broadcast(records.cache_complete(cache_path)):
         cache = TargetCache.open(cache_path, fingerprint_for(cfg, prep, network=network))
         return cache, records.search_summary(cache.manifest["summary"])
-    return run_search(prep, cfg, cache_path, progress=progress, network=network)
+    return run_search(prep, cfg, cache_path, network=network)
 
 
 def stream_config(cfg, k: int):
@@ -42,9 +42,9 @@ def stream_config(cfg, k: int):
     return c
 
 
-def search_streams(prep, cfg, seed_dir: Path, progress: bool = True) -> tuple[list, list[dict]]:
+def search_streams(prep, cfg, seed_dir: Path) -> tuple[list, list[dict]]:
     """The seed's target caches: its own search (`cache/`, stream 0) and, with
     `learn.target_searches = K`, streams 1..K-1 of the same images (`cache-stream{k}/`)."""
-    found = [search_or_open(prep, stream_config(cfg, k), seed_dir / ("cache" if k == 0 else f"cache-stream{k}"), progress)
+    found = [search_or_open(prep, stream_config(cfg, k), seed_dir / ("cache" if k == 0 else f"cache-stream{k}"))
              for k in range(cfg.learn.target_searches)]
     return [c for c, _ in found], [s for _, s in found]

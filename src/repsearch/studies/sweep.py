@@ -37,15 +37,15 @@ def points(cfg, pop_sizes, generation_scales) -> list[dict]:
     return out
 
 
-def run_point(point: dict, prep, out: Path, progress: bool) -> dict:
+def run_point(point: dict, prep, out: Path) -> dict:
     from repsearch.learn.regression import train_from_cache
     from repsearch.search.pool import run_search
     from repsearch.store.rundir import RunDir
     cfg, d = point["cfg"], out / point["name"]
     t0 = time.time()
-    cache, search = run_search(prep, cfg, d / "cache", progress=progress)
+    cache, search = run_search(prep, cfg, d / "cache")
     learn_dir = RunDir(d / "learn", cfg.to_dict(), cfg.device)
-    _, learned = train_from_cache(prep, cfg, cache, learn_dir, progress=progress)
+    _, learned = train_from_cache(prep, cfg, cache, learn_dir)
     learn_dir.summary(learned)  # POINT/learn/summary.json, as every learning stage (the report's table reads it)
     return {"name": point["name"], "axis": point["axis"], "value": point["value"],
             "pop_size": cfg.search.pop_size, "generations": cfg.search.generations, "search": vars(cfg.search),
@@ -54,8 +54,7 @@ def run_point(point: dict, prep, out: Path, progress: bool) -> dict:
             "seconds": time.time() - t0}
 
 
-def sweep(prep, cfg, out_dir: Path, pop_sizes=(6, 12, 24), generation_scales=(0.25, 0.5, 1.0),
-          progress: bool = True) -> dict:
+def sweep(prep, cfg, out_dir: Path, pop_sizes=(6, 12, 24), generation_scales=(0.25, 0.5, 1.0)) -> dict:
     if min(pop_sizes, default=2) < 2 or min(generation_scales, default=1) <= 0:
         raise UserError("--pop-sizes need values >= 2 and --generation-scales values > 0")
     out = Path(out_dir)
@@ -66,7 +65,7 @@ def sweep(prep, cfg, out_dir: Path, pop_sizes=(6, 12, 24), generation_scales=(0.
         twin = next((r for r in done.values() if r.get("search") == vars(p["cfg"].search)), None)
         # the config's own point is on both axes: searched and learned once
         rec = done[p["name"]] = ({**twin, "name": p["name"], "axis": p["axis"], "value": p["value"], "seconds": 0.0}
-                                 if twin else run_point(p, prep, out, progress))
+                                 if twin else run_point(p, prep, out))
         append_line(log, json.dumps(rec))
         print(json.dumps({k: rec[k] for k in ("name", "evaluations_per_image", "val_accuracy", "seconds")}), flush=True)
     measured = [done[p["name"]] for p in points(cfg, pop_sizes, generation_scales)]
