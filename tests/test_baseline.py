@@ -24,8 +24,8 @@ def test_the_sgd_baseline_reaches_its_accuracy(data_root, preset, dataset, subse
 def test_early_stopping_and_a_step_budget(tmp_path):
     """patience: training stops `patience` epochs after the best validation accuracy (here the
     first: a learning rate too small to change anything), only with patience_min_val validation
-    images or more; with fewer, `select = "auto"` keeps the last epoch, "best" the best; min_steps raises the epochs of a small
-    training set to that many optimizer steps."""
+    images or more; with fewer than select_min_val, `select = "auto"` keeps the last epoch, "best" the
+    best; min_steps raises the epochs of a small training set to that many optimizer steps."""
     import json
 
     from repsearch.config import resolve
@@ -34,11 +34,15 @@ def test_early_stopping_and_a_step_budget(tmp_path):
     from repsearch.store.rundir import RunDir
     stalled = ["model.name=mlp", "model.widths=[16,16,16]", "data.subset=200", "baseline.epochs=30",
                "baseline.patience=2", "baseline.lr=1e-12"]
-    cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=16"])  # 16 validation images
+    cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=16", "baseline.select_min_val=16"])  # 16 val images
     _, res = train_baseline(prepare(cfg), cfg, 1, RunDir(tmp_path / "p", {}, "cpu"))
     assert res["best_epoch"] == 1 and res["epochs_run"] == 3
     assert len((tmp_path / "p" / "metrics.jsonl").read_text().splitlines()) == 3
-    cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=17"])  # too few to select on: no stopping
+    # the two thresholds apart: early stopping on (16 >= 16), the kept epoch by select_min_val: the last
+    cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=16", "baseline.select_min_val=17"])
+    _, res = train_baseline(prepare(cfg), cfg, 1, None)
+    assert res["epochs_run"] == 3 and res["best_epoch"] == 3
+    cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=17"])  # too few to stop or select on
     _, res = train_baseline(prepare(cfg), cfg, 1, None)
     assert res["epochs_run"] == 30 and res["best_epoch"] == 30  # select = "auto": the last epoch's weights
     cfg = resolve("quickstart", [*stalled, "baseline.patience_min_val=17", "baseline.select=best"])

@@ -57,7 +57,7 @@ def test_unknown_preset():
 
 # What `--overlay paper_literal` may change: the deviations docs/method.md lists, never scale.
 LITERAL_KEYS = {"model.bn_running_stats", "search.target_space", "search.smooth", "search.blur_border", "search.bn", "search.noise",
-                "search.dtype", "search.target_ce", "search.patience", "learn.init", "learn.reduction",
+                "search.dtype", "search.target_ce", "search.extra_generations", "learn.init", "learn.reduction",
                 "learn.head_lr_scale", "learn.weight_decay", "learn.warmup", "learn.final_lr", "learn.bias_scaler",
                 "baseline.weight_decay", "baseline.warmup", "baseline.final_lr", "baseline.bias_scaler",
                 "learn.select", "baseline.select", "learn.head_refit_l2", "learn.target_searches"}

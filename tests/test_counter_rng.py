@@ -68,7 +68,7 @@ def test_a_counter_search_is_the_same_whatever_the_chunking(tmp_path):
     caches = []
     for chunk in (4, 7):
         cfg = tiny("data.subset=20", "search.rng=counter", f"engine.chunk_images={chunk}",
-                   "search.target_ce=[0,0,0,0.5]", "search.patience=[0,0,0,2]")
+                   "search.target_ce=[0,0,0,0.5]", "search.extra_generations=[0,0,0,2]")
         cache, _ = run_search(prepare(cfg), cfg, tmp_path / f"c{chunk}")
         caches.append(cache.arrays())
     for name in ("block0", "logits", "ce", "evals"):

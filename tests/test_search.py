@@ -170,12 +170,12 @@ def test_fast_path_agrees_with_plain_path():
 
 
 def test_adaptive_stopping_never_stops_an_image_above_its_threshold():
-    cfg = tiny("search.target_ce=[0.6,0.6,0.6,0.6]", "search.patience=[4,4,4,4]", "search.generations=[6,4,4,3]",
+    cfg = tiny("search.target_ce=[0.6,0.6,0.6,0.6]", "search.extra_generations=[4,4,4,4]", "search.generations=[6,4,4,3]",
                "search.alpha=[0.3,0.2,0.1,0.1]", "data.subset=60")
     net, rows, x, y = search_setup(cfg)
     res = search_images(net, x, y, rows.tolist(), cfg, cfg.seed)
     s = cfg.search
-    full = s.pop_size + 3 + sum(g + p for g, p in zip(s.generations, s.patience)) * (s.n_explore + s.n_refine)
+    full = s.pop_size + 3 + sum(g + p for g, p in zip(s.generations, s.extra_generations)) * (s.n_explore + s.n_refine)
     stopped_early = res.evaluations < full
     assert stopped_early.any() and (~stopped_early).any()  # the threshold splits this batch
     assert (res.ce[stopped_early] <= s.target_ce[3] + 1e-6).all()
@@ -188,7 +188,7 @@ def test_compiled_generation_matches_eager_search_with_adaptive_padding():
     what the eager fast path finds: same random draws, so per-image CE agrees to rounding."""
     results = {}
     for compiled in ("[]", "[0,3]"):
-        cfg = tiny("search.generations=[5,3,3,3]", "search.target_ce=[0.8,0.8,0.8,0.8]", "search.patience=[2,2,2,2]",
+        cfg = tiny("search.generations=[5,3,3,3]", "search.target_ce=[0.8,0.8,0.8,0.8]", "search.extra_generations=[2,2,2,2]",
                    f"engine.compile={compiled}", "data.subset=40")
         net, rows, x, y = search_setup(cfg)
         results[compiled] = search_images(net, x, y, rows.tolist(), cfg, cfg.seed)
@@ -285,7 +285,7 @@ def test_pool_phase_layout_changes_speed_not_the_search(compiled):
 def test_short_chunk_padded_to_the_compiled_size_keeps_each_images_result():
     """A short last chunk runs padded to the compiled chunk size (no recompile); the padding rows
     never leak into the images' results, evaluations or curves."""
-    cfg = tiny("data.subset=20", "search.target_ce=[0,0,0,0.5]", "search.patience=[0,0,0,2]")
+    cfg = tiny("data.subset=20", "search.target_ce=[0,0,0,0.5]", "search.extra_generations=[0,0,0,2]")
     net, rows, x, y = search_setup(cfg, 5)
     eager = search_images(net, x, y, rows.tolist(), cfg, cfg.seed)
     cfg.engine.compile = [3]

@@ -20,7 +20,7 @@ from .conftest import cli_in_process
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_SEARCH = {"pop_size": 12, "top_k": 2, "n_explore": 5, "n_refine": 5}
 THREE_POINTS = ["search.generations=[6,4,4]", "search.alpha=[0.3,0.2,0.3]", "search.boost=[3,3,1]",
-                "search.blur=[1,0,0]", "search.target_ce=[0]", "search.patience=[0]"]
+                "search.blur=[1,0,0]", "search.target_ce=[0]", "search.extra_generations=[0]"]
 
 
 def cli(*args):
@@ -45,12 +45,13 @@ def test_a_model_that_breaks_the_contract_gets_one_line_and_exit_2(tmp_path, mon
     assert not out.exists()
 
 
-def test_unimportable_module_and_wrong_point_count_are_named(tmp_path):
+def test_unimportable_module_and_an_explicit_wrong_point_count_are_named(tmp_path):
     r = cli("search", "--preset", "quickstart", "--set", "model.name=nowhere:make", "--out", str(tmp_path / "a"))
     assert r.returncode == 2 and "cannot import 'nowhere'" in r.stderr
-    r = cli("search", "--preset", "quickstart", "--set", "model.name=user_models:make_net", "--out", str(tmp_path / "b"))
+    r = cli("search", "--preset", "quickstart", "--set", "model.name=user_models:make_net", "--set",
+            "search.generations=[4,2,2,2]", "--out", str(tmp_path / "b"))
     assert r.returncode == 2 and "the model has 3 search points (2 stages + logits)" in r.stderr
-    assert "search.generations" in r.stderr and "Traceback" not in r.stderr
+    assert "search.generations" in r.stderr and "Traceback" not in r.stderr and not (tmp_path / "b").exists()
 
 
 def test_user_model_through_the_cli_searches_and_learns(tmp_path):
@@ -82,7 +83,7 @@ def test_python_api_searches_and_learns_any_staged_model():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     targets = api.search_targets(model, x, y, search={**TINY_SEARCH, "generations": [8, 6, 6], "alpha": [0.3],
                                                       "boost": [3], "blur": [1, 0, 0], "target_ce": [0],
-                                                      "patience": [0]}, seed=3)
+                                                      "extra_generations": [0]}, seed=3)
     assert [tuple(r.shape) for r in targets.reps] == [(len(y), 12, 8, 8), (len(y), 48), (len(y), 10)]
     assert all(c[-1] < c[0] for c in targets.curves.values())
     assert len(model.stages[0]) == 3 and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -90,7 +91,7 @@ def test_python_api_searches_and_learns_any_staged_model():
     assert torch.allclose(flat.mean(1), torch.zeros(len(y)), atol=1e-4)
     again = api.search_targets(model, x[:5], y[:5], image_ids=range(5), seed=3, calibration_images=x, search={
         **TINY_SEARCH, "generations": [8, 6, 6], "alpha": [0.3], "boost": [3], "blur": [1, 0, 0],
-        "target_ce": [0], "patience": [0]})
+        "target_ce": [0], "extra_generations": [0]})
     assert torch.allclose(again.ce, targets.ce[:5], atol=1e-5)  # an image's search ignores its company
     torch.manual_seed(1)
     learner, stats = api.learn_from_targets(make_net(prep.dataset.shape, 10, role="learner"), x, y, targets,

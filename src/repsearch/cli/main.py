@@ -15,6 +15,7 @@ from pathlib import Path
 from repsearch.config import list_overlays, list_presets
 from repsearch.errors import UserError
 from repsearch.store import distributed
+from repsearch.store.lock import release_all
 
 from . import core, inspect, studies
 
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
         try:
             return args.func(args)
         finally:
+            release_all()
             distributed.shutdown()
     except UserError as e:
         print(f"repsearch: error: {e}", file=sys.stderr)

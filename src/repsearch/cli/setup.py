@@ -67,21 +67,31 @@ def set_up(args, command: str, *, multi_process: bool = True, batches=("learn", 
 
 
 def _preflight(cfg, prep, kind: str) -> None:
+    """The config against the model; per-point lists fitted to it are said in one line (rank 0)."""
+    from repsearch.config import per_point
     from repsearch.studies.preflight import check_baseline_model, preflight
     if kind == "full":
+        before = per_point.lists(cfg.search)
         preflight(cfg, prep)
+        note = per_point.describe(before, cfg.search)
+        if note and distributed.is_main():
+            print(note, flush=True)
     elif kind == "baseline":
         check_baseline_model(cfg, prep)
 
 
 def run_dir(args, command: str, cfg):
-    """The run directory of `--out` (or a fresh one under runs/): checked to be this run's, then created."""
+    """The run directory of `--out` (or a fresh one under runs/): checked to be this run's, locked
+    for this process (`store.lock`), then written."""
+    from repsearch.store.lock import lock_run_dir
     from repsearch.store.rundir import RunDir, check_run_path, default_run_path
     path = Path(args.out) if args.out else default_run_path(command, args.preset)
     config = {"command": command, "preset": args.preset, "overlays": args.overlays, **cfg.to_dict(),
               **({"later_set": args.later_set} if getattr(args, "later_set", None) else {}),  # rounds: part of the run
               **({"round0": [str(Path(p).resolve()) for p in args.round0]} if getattr(args, "round0", None) else {})}
     check_run_path(path, config)
+    lock_run_dir(path)
+    check_run_path(path, config)  # again, now that no other process can write it
     return RunDir(path, config, cfg.device)
 
 

@@ -11,10 +11,16 @@ import json
 
 from repsearch.errors import UserError
 
+# Fields renamed in place (old dotted key -> new): configs written before read under the new name,
+# and a cache's fingerprint still hashes the old one, so existing caches stay valid.
+RENAMED = {"search.patience": "search.extra_generations"}
+
 # Keys that moved to another section: an old command gets told where, not just "unknown".
 MOVED = {"search.chunk_images": "engine.chunk_images", "search.memory_gb": "engine.memory_gb",
          "search.compile": "engine.compile", "search.pool_phases": "engine.pool_phases",
-         "search.fast": "engine.fast (speed) and search.noise=bank|fresh (the random draws)"}
+         "search.fast": "engine.fast (speed) and search.noise=bank|fresh (the random draws)",
+         "search.patience": "search.extra_generations (generations for images still above search.target_ce; "
+                            "learn.patience and baseline.patience are early stopping)"}
 
 
 def _coerce(value, default, key: str):

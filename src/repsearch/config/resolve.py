@@ -43,13 +43,24 @@ def resolve(preset: str | None = None, overrides: list[str] = (), overlays: list
         apply_dict(cfg, load_preset(preset))
     for name in overlays:
         apply_dict(cfg, load_preset(name, "overlay"))
+    given = []
     for item in overrides:
         key, value = parse_override(item)
         apply_key(cfg, key.split("."), value, key)
+        given.append(key)
     for key, value in direct.items():
         if value is not None:
             apply_key(cfg, key.split("."), value, key)
     validate(cfg)
+    return _explicit(cfg, given)
+
+
+def _explicit(cfg: Config, keys) -> Config:
+    """Record which settings the user gave (`--set`), beyond the preset's: a per-point list given
+    explicitly is used as given, a preset's is fitted to the model (`per_point`). An item of a list
+    (`search.generations.0`) makes the list explicit. Not a config field: never in config.json."""
+    lists = {k.rsplit(".", 1)[0] if k.rsplit(".", 1)[-1].isdigit() else k for k in keys}
+    cfg.explicit = frozenset(getattr(cfg, "explicit", frozenset())) | lists
     return cfg
 
 
@@ -63,7 +74,7 @@ def with_overrides(cfg: Config, overrides: list[str], sections: tuple[str, ...])
             raise UserError(f"'{item}': only {', '.join(s + '.*' for s in sections)} keys may differ here")
         apply_key(out, key.split("."), value, key)
     validate(out)
-    return out
+    return _explicit(out, [parse_override(item)[0] for item in overrides])
 
 
 def from_dict(d: dict) -> Config:

@@ -58,8 +58,9 @@ class TrainConfig:
     # image is 1.25 points; at 1,000 Fashion-MNIST images patience 4 cost the learner 2.7 points).
     patience_min_val: int = 1000
     # Which epoch's weights are kept: "best" by validation accuracy, "last", or "auto": the best
-    # with >= patience_min_val validation images, else the last (the lr has decayed to final_lr).
+    # with >= select_min_val validation images, else the last (the lr has decayed to final_lr).
     select: str = "auto"
+    select_min_val: int = 1000
     # Budget in optimizer steps: `epochs`, raised so that a small training set gets at least
     # `min_steps` steps and lowered so that a large one gets at most about `max_steps` (0 = off).
     min_steps: int = 0
@@ -98,9 +99,9 @@ class SearchConfig:
     bn: str = "calibrated"  # "calibrated": BN stats from clean images, frozen; "batch": paper's
     calib_images: int = 2000
     # Adaptive compute, per search point: an image stops searching a point once its best CE there
-    # is below target_ce (0 = off), and images still above it get up to `patience` extra generations.
+    # is below target_ce (0 = off), and images still above it get up to `extra_generations` more.
     target_ce: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
-    patience: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    extra_generations: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     dtype: str = "float16"  # cache storage dtype of stage outputs (logits are float32)
     # Noise source: "bank" = windows of one pre-drawn bank of normals at offsets from each image's
     # stream (the fast path; docs/performance.md), "fresh" = new normals for every child. They

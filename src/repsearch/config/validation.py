@@ -36,7 +36,7 @@ CHOICES = {
     "learn.precision": ("fp32", "bf16"),
     "baseline.precision": ("fp32", "bf16"),
 }
-PER_POINT = ("generations", "alpha", "boost", "blur", "target_ce", "patience")
+from .per_point import PER_POINT  # noqa: E402  (the per-point settings, one value per search point)
 
 
 def validate(cfg: Config) -> None:
@@ -73,7 +73,7 @@ def validate(cfg: Config) -> None:
 # Ranges of numeric settings: (low, high, low inclusive); every float must also be finite.
 RANGES = {
     "search.alpha": (0, None, True), "search.boost": (0, None, False), "search.blur": (0, None, True),
-    "search.generations": (0, None, True), "search.target_ce": (0, None, True), "search.patience": (0, None, True),
+    "search.generations": (0, None, True), "search.target_ce": (0, None, True), "search.extra_generations": (0, None, True),
     "search.init_noise": (0, None, True), "search.calib_images": (1, None, True),
     "engine.memory_gb": (0, None, False), "engine.chunk_images": (0, None, True), "data.subset": (0, None, True),
     "model.whiten_eps": (0, None, False), "model.bn_eps": (0, None, False), "model.bn_momentum": (0, 1, True),
@@ -81,7 +81,7 @@ RANGES = {
         "lr": (0, None, False), "momentum": (0, 0.999, True), "weight_decay": (0, None, True),
         "bias_scaler": (0, None, False), "warmup": (0, 1, True), "final_lr": (0, None, True),
         "label_smoothing": (0, 1, True)}.items()},
-    **{f"{t}.{k}": (0, None, True) for t in ("learn", "baseline") for k in ("patience", "patience_min_val", "min_steps", "max_steps")},
+    **{f"{t}.{k}": (0, None, True) for t in ("learn", "baseline") for k in ("patience", "patience_min_val", "select_min_val", "min_steps", "max_steps")},
     "learn.kl_weight": (0, None, True), "learn.entropy_images": (2, None, True), "learn.head_lr_scale": (0, None, False),
     "learn.head_refit_l2": (0, None, True), "learn.target_searches": (1, None, True), "search.stream": (0, None, True),
 }

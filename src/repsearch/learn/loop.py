@@ -37,7 +37,8 @@ class Loop:
     tc: object
     tag: str
     epochs: int
-    state: dict = field(default_factory=lambda: {"epoch": 0, "best_acc": -1.0, "best_state": None, "best_epoch": -1})
+    state: dict = field(default_factory=lambda: {"epoch": 0, "best_acc": -1.0, "best_state": None, "best_epoch": -1,
+                                                 "peak_acc": -1.0, "peak_epoch": -1})
 
 
 def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, val: tuple, tag: str = "train",
@@ -72,7 +73,9 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
             # its last batch, and ranks that disagreed on stopping early would part at a collective
             ev = distributed.broadcast(ev)
             record.update(val_accuracy=ev["accuracy"], val_loss=ev["loss"])
-            if ev["accuracy"] > loop.state["best_acc"] or not keep_best:
+            if ev["accuracy"] > loop.state.get("peak_acc", loop.state["best_acc"]):  # early stopping's reference
+                loop.state.update(peak_acc=ev["accuracy"], peak_epoch=epoch + 1)
+            if ev["accuracy"] > loop.state["best_acc"] or not keep_best:  # the weights kept
                 loop.state.update(best_acc=ev["accuracy"], best_epoch=epoch + 1, best_state=copy.deepcopy(
                     {k: v.detach().cpu() for k, v in model.state_dict().items()}))
         if measuring:
@@ -83,7 +86,7 @@ def fit(model: nn.Module, loader, opt: torch.optim.Optimizer, tc, *, loss_fn, va
         hooks("epoch_end", loop, record)
         if epoch == first_epoch:  # after the first epoch: a compiled step's tracing is behind us
             steady = (time.time(), images_seen)
-        if stops_early(tc, len(val[1])) and loop.state["epoch"] - loop.state["best_epoch"] >= tc.patience:
+        if stops_early(tc, len(val[1])) and loop.state["epoch"] - loop.state.get("peak_epoch", loop.state["best_epoch"]) >= tc.patience:
             break  # early stopping: no better validation accuracy for `patience` epochs
     model.load_state_dict(loop.state["best_state"])
     model.eval()
@@ -135,10 +138,10 @@ def stops_early(tc, val_images: int) -> bool:
 
 def selects_best(tc, val_images: int) -> bool:
     """Keep the best epoch by validation, or the last one: under `select = "auto"` the best only
-    when the validation set can resolve epochs (>= patience_min_val images). At 80 images one
+    when the validation set can resolve epochs (>= select_min_val images). At 80 images one
     image is 1.25 points, and the choice among late epochs is noise (docs/learnability.md).
     The value itself is checked with the config (validation.CHOICES)."""
-    return tc.select == "best" or (tc.select == "auto" and val_images >= tc.patience_min_val)
+    return tc.select == "best" or (tc.select == "auto" and val_images >= tc.select_min_val)
 
 
 class _Step(nn.Module):

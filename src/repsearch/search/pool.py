@@ -15,10 +15,12 @@ from pathlib import Path
 
 import torch
 
+from repsearch.config import per_point
 from repsearch.config.validation import check_supervise
 from repsearch.data import normalize
 from repsearch.errors import UserError
-from repsearch.models import is_user_model, user_model_source_hash
+from repsearch.models import build_model, is_user_model, user_model_source_hash
+from repsearch.models.staged import check_staged
 from repsearch.store import distributed
 from repsearch.store.cache import TargetCache, search_fingerprint
 
@@ -31,7 +33,9 @@ from .summary import summarize_cache
 
 
 def fingerprint_for(cfg, prep, limit: int = 0, network: torch.nn.Module | None = None) -> str:
-    """The cache's identity; a given search network (not built from the config) adds its weights' hash."""
+    """The cache's identity; a given search network (not built from the config) adds its weights' hash.
+    The config's per-point lists are fitted to the model first (`fit_points`), as the search uses them."""
+    fit_points(cfg, prep, network)
     source = user_model_source_hash(cfg.model.name) if is_user_model(cfg.model.name) else ""
     fp = search_fingerprint(cfg, prep.dataset.fingerprint(), source) + (f"-limit{limit}" if limit else "")
     return fp + (f"-net{weights_hash(network)}" if network is not None else "")
@@ -60,9 +64,28 @@ def open_search(cfg, prep, cache_path=None, network=None) -> Searcher:
                     prep.device)
 
 
+def fit_points(cfg, prep, network: torch.nn.Module | None = None) -> list[tuple]:
+    """The model's search point shapes, and the config's per-point lists fitted to them in place
+    (`check_against_model`), before anything is hashed or searched. The global RNG is left as it was."""
+    if network is not None:
+        shapes = check_staged(network, tuple(prep.dataset.shape), prep.dataset.num_classes, name="search network")
+    else:
+        with torch.random.fork_rng(devices=[]):
+            _, shapes = build_model(cfg, "search", prep.dataset.shape, prep.dataset.num_classes, init="dirac")
+    check_against_model(cfg, shapes)
+    return shapes
+
+
 def check_against_model(cfg, shapes: list[tuple]) -> Params:
-    """The settings whose validity depends on the model's search points; returns the strategy's Params."""
-    params = Params.from_config(cfg.search, shapes)
+    """The settings whose validity depends on the model's search points, the per-point lists fitted
+    to them in `cfg` (`config.per_point`); returns the strategy's Params."""
+    explicit = getattr(cfg, "explicit", frozenset())
+    for key, values in per_point.fit(cfg.search, len(shapes), explicit).items():
+        if len(getattr(cfg.search, key)) not in (1, len(shapes)):  # a preset's list, fitted by role: what the
+            setattr(cfg.search, key, values)                        # run uses, printed and kept in config.json
+    if "engine.compile" not in explicit:  # a preset's compiled points that this model lacks are dropped
+        cfg.engine.compile = [p for p in cfg.engine.compile if p < len(shapes)]
+    params = Params.from_config(cfg.search, shapes, explicit)
     bad = [p for p in cfg.engine.compile if p >= len(shapes)]
     if bad:
         raise UserError(f"engine.compile lists search points 0-{len(shapes) - 1} for this model; got {bad}")

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import torch
 
-from repsearch.config.validation import PER_POINT
-from repsearch.errors import UserError
+from repsearch.config import per_point
+from repsearch.config.per_point import PER_POINT
 from repsearch.models.staged import point_kind
 
 from . import operators as ops
@@ -31,18 +31,18 @@ from .noise import NoiseBank, PerImageRNG, windows
 @dataclass(frozen=True)
 class PointParams:
     """The schedule at one search point. Adaptive compute: an image stops searching this point
-    once its best CE is <= target_ce (0 = off) and one still above gets `patience` extra generations."""
+    once its best CE is <= target_ce (0 = off) and one still above gets `extra_generations` more."""
     kind: str  # "map", "vector" or "logits" (models.staged.point_kind)
     generations: int
     alpha: float
     boost: float
     blur: int
     target_ce: float = 0.0
-    patience: int = 0
+    extra_generations: int = 0
 
     @property
     def budget(self) -> int:
-        return self.generations + (self.patience if self.target_ce > 0 else 0)
+        return self.generations + (self.extra_generations if self.target_ce > 0 else 0)
 
 
 @dataclass(frozen=True)
@@ -70,24 +70,16 @@ class Params:
         return self.pop_size + sum(p.budget for p in self.points) * self.n_children + len(self.points) - 1
 
     @classmethod
-    def from_config(cls, s, shapes: list[tuple]) -> "Params":
+    def from_config(cls, s, shapes: list[tuple], explicit=frozenset()) -> "Params":
         """The search config for a model with these search point shapes (logits last). Per-point
-        settings are lists with one value for every point, or a single value for all of them."""
+        settings are lists with one value per point, a single value for all, or a preset's lists
+        fitted to the model by role (`config.per_point`; `explicit` keys are never fitted)."""
         n = len(shapes)
-        wrong = [f"search.{k}" for k in PER_POINT if len(getattr(s, k)) not in (1, n)]
-        if wrong:
-            raise UserError(f"the model has {n} search points ({n - 1} stages + logits) but {', '.join(wrong)} "
-                            f"{'has' if len(wrong) == 1 else 'have'} another number of values; give {n} values "
-                            "(stages in order, logits last) or 1 for all")
-        lists = {name: _per_point(getattr(s, name), n) for name in PER_POINT}
+        lists = per_point.fit(s, n, explicit)
         points = tuple(PointParams(point_kind(shape, i == n - 1), *(lists[k][i] for k in PER_POINT))
                        for i, shape in enumerate(shapes))
         return cls(s.pop_size, s.top_k, s.n_explore, s.n_refine, s.init_noise, s.smooth, s.noise, s.target_space, points,
                    s.blur_border, s.rng, s.stream)
-
-
-def _per_point(values: list, n: int) -> list:
-    return list(values) * n if len(values) == 1 else list(values)
 
 
 @dataclass

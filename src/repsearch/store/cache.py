@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from repsearch.config.overrides import RENAMED
 from repsearch.errors import UserError
 
 from .atomic import (
@@ -51,11 +52,17 @@ def search_fingerprint(cfg, dataset_fingerprint: str, model_source: str = "") ->
     data selection, the seed, the dataset itself, and a user model's source. The `engine` section
     (speed only) is left out by construction, not by a list of exceptions."""
     data = {k: v for k, v in vars(cfg.data).items() if k not in ("root", "download")}
-    search, model = ({k: v for k, v in vars(section).items() if ADDED_LATER[name].get(k, object()) != v}
+    search, model = ({_hashed_name(name, k): v for k, v in vars(section).items() if ADDED_LATER[name].get(k, object()) != v}
                      for name, section in (("search", cfg.search), ("model", cfg.model)))
     key = {"search": search, "model": model, "data": data, "seed": cfg.seed,
            "dataset": dataset_fingerprint, "model_source": model_source}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _hashed_name(section: str, field: str) -> str:
+    """A renamed field is hashed under its old name (`config.overrides.RENAMED`): same cache, same fingerprint."""
+    old = {new: old for old, new in RENAMED.items()}.get(f"{section}.{field}")
+    return old.split(".", 1)[1] if old else field
 
 
 class TargetCache:

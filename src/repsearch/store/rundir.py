@@ -106,6 +106,18 @@ def config_difference(a: dict, b: dict, sections: tuple[str, ...] | None = None)
 
 
 def _comparable(config: dict) -> dict:
+    """A run config as today's schema reads it: renamed keys under their new names, and sections'
+    fields added since the run at their defaults (a run made before a field existed behaved so)."""
+    from repsearch.config import Config
+    from repsearch.config.overrides import RENAMED
+    config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    for old, new in RENAMED.items():
+        (section, o), (_, n) = old.split("."), new.split(".")
+        if o in config.get(section, {}):
+            config[section][n] = config[section].pop(o)
+    for section, fields in Config().to_dict().items():
+        if isinstance(fields, dict) and isinstance(config.get(section), dict):
+            config[section] = {**fields, **config[section]}
     out = {k: v for k, v in config.items() if k not in REUSABLE_DIFFERENCES}
     if isinstance(out.get("data"), dict):
         out["data"] = {k: v for k, v in out["data"].items() if k != "root"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from repsearch.errors import UserError
 from repsearch.models import build_model
-from repsearch.search.pool import check_against_model
+from repsearch.search.pool import fit_points
 
 
 def preflight(cfg, prep) -> None:
@@ -12,8 +12,7 @@ def preflight(cfg, prep) -> None:
     model or setting is one line before anything is written. The learner's stages must have the
     search network's output shapes: they regress to its searched representations."""
     args = (prep.dataset.shape, prep.dataset.num_classes)
-    _, shapes = build_model(cfg, "search", *args, init="dirac")
-    check_against_model(cfg, shapes)
+    shapes = fit_points(cfg, prep)
     _, learner = build_model(cfg, "learner", *args, depth=cfg.learn.groups_per_block, init=cfg.learn.init)
     if learner[:-1] != shapes[:-1]:
         raise UserError(f"the learner's stage outputs {learner[:-1]} differ from the search network's {shapes[:-1]}; "

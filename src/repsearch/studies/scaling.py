@@ -72,7 +72,7 @@ def _fixed_budget(cfg_search, n_points: int):
     for name in ("alpha", "boost", "blur"):
         setattr(s, name, [getattr(p, name) for p in params.points])
     s.generations = [p.generations for p in params.points]
-    s.target_ce, s.patience = [0.0] * n_points, [0] * n_points
+    s.target_ce, s.extra_generations = [0.0] * n_points, [0] * n_points
     return s
 
 
