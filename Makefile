@@ -6,7 +6,7 @@ DATA ?= $(CURDIR)/data
 SHARED ?= $(CURDIR)/../shared
 export REPSEARCH_DATA ?= $(DATA)
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data demo test test-fast bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,12 @@ demo: setup
 test: setup data
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra
+
+# The edit-test loop: pure-Python and small in-process tests (no subprocesses, no torchrun, nothing
+# marked slow), under 2 minutes on 2 cores. CI runs `make test`.
+test-fast: setup
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -ra -m "not slow and not subprocess and not torchrun"
 
 bench: setup data
 	$(PY) benchmarks/baseline.py

@@ -10,9 +10,7 @@ from repsearch.data import prepare
 from repsearch.learn.measures import linear_cka
 from repsearch.studies.ensemble import diversity_metrics, ensemble, ensemble_metrics
 
-TINY = ["model.widths=[8,8,8]", "search.pop_size=8", "search.top_k=2", "search.n_explore=3", "search.n_refine=3",
-        "search.generations=[3,2,2,3]", "data.subset=120", "learn.epochs=2", "learn.batch_size=20",
-        "baseline.epochs=2", "baseline.batch_size=20", "learn.probe_images=50", "learn.entropy_images=20"]
+TINY = ["baseline.epochs=2"]  # on the tiny overlay
 
 
 def test_ensemble_prediction_is_the_mean_of_members_softmax():
@@ -56,7 +54,7 @@ def test_cka_is_one_for_rotated_copies_and_n_eff_counts_distinct_members():
 
 
 def test_members_search_independently_on_the_same_images_and_are_measured_as_trained(tmp_path):
-    cfg = resolve("quickstart", TINY)
+    cfg = resolve("quickstart", TINY, overlays=["tiny"])
     prep = prepare(cfg)
     result = ensemble(prep, cfg, tmp_path, members=2, diversity_images=50)
     caches = [np.load(tmp_path / f"member{k}" / "cache" / "indices.npy") for k in range(2)]

@@ -229,6 +229,7 @@ def test_resumed_training_gives_the_same_weights(tiny_cache, tmp_path):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), n
 
 
+@pytest.mark.subprocess
 def test_end_to_end_run_on_digits_beats_chance_by_far(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "repsearch", "run", "--preset", "quickstart", "--no-progress",

@@ -8,9 +8,7 @@ import pytest
 
 from .conftest import cli_in_process
 
-TINY = ["model.widths=[8,8,8]", "search.pop_size=8", "search.top_k=2", "search.n_explore=3", "search.n_refine=3",
-        "search.generations=[3,2,2,3]", "data.subset=120", "learn.epochs=3", "learn.batch_size=20",
-        "baseline.epochs=2", "baseline.batch_size=20", "learn.probe_images=50", "learn.entropy_images=20"]
+TINY = ["learn.epochs=3", "baseline.epochs=2"]  # on the tiny overlay: a few epochs to log
 
 
 def metric(stage: Path, key: str) -> dict[int, float]:
@@ -58,7 +56,7 @@ def test_a_quickstart_run_writes_tensorboard_and_offline_wandb_logs_that_read_ba
     pytest.importorskip("wandb")
     out = tmp_path / "run"
     sets = sum((["--set", kv] for kv in [*TINY, "log.tensorboard=true", "log.wandb=true"]), [])
-    r = cli_in_process("run", "--preset", "quickstart", *sets, "--out", out, "--no-progress")
+    r = cli_in_process("run", "--preset", "quickstart", "--overlay", "tiny", *sets, "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
     for stage, tag in ((out / "seed0" / "learn-all-noaug", "learn-all-noaug"), (out / "seed0" / "sgd-noaug", "sgd-depth1")):
         logged = metric(stage, "val_accuracy")
@@ -78,7 +76,7 @@ def test_a_logger_whose_package_is_missing_is_one_line_before_anything_runs(tmp_
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
     out = tmp_path / "run"
     sets = sum((["--set", kv] for kv in [*TINY, "log.wandb=true"]), [])
-    r = cli_in_process("baseline", "--preset", "quickstart", *sets, "--out", out, "--no-progress")
+    r = cli_in_process("baseline", "--preset", "quickstart", "--overlay", "tiny", *sets, "--out", out, "--no-progress")
     assert r.returncode == 2
     assert "log.wandb = true needs the wandb package" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()

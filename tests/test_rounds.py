@@ -12,15 +12,12 @@ from repsearch.search.pool import fingerprint_for, weights_hash
 from repsearch.store.cache import TargetCache
 from repsearch.studies.rounds import rounds
 
-TINY = ["model.widths=[8,8,8]", "search.pop_size=8", "search.top_k=2", "search.n_explore=3", "search.n_refine=3",
-        "search.generations=[3,2,2,3]", "data.subset=120", "learn.epochs=3", "learn.batch_size=20",
-        "baseline.epochs=1", "baseline.batch_size=20", "learn.probe_images=50", "learn.entropy_images=20",
-        "learn.select=best"]  # 3 epochs on 110 images: the best of them, not the last, is a learned network
+TINY = ["learn.epochs=3", "learn.select=best"]  # on the tiny overlay: 3 epochs on 110 images, the best of them a learned network
 
 
 @pytest.fixture(scope="module")
 def two_rounds(tmp_path_factory):
-    cfg = resolve("quickstart", TINY)
+    cfg = resolve("quickstart", TINY, overlays=["tiny"])
     prep = prepare(cfg)
     out = tmp_path_factory.mktemp("rounds")
     return cfg, prep, out, rounds(prep, cfg, out, n_rounds=2, carry="warm")
@@ -152,7 +149,7 @@ def test_rounds_cli_bad_choices_say_one_line_and_write_nothing(tmp_path, capsys,
 def search_and_train(tmp_path_factory):
     """A finished `search` cache and the `train` run that learned from it, made as a user would."""
     d = tmp_path_factory.mktemp("round0")
-    sets = [a for s in TINY for a in ("--set", s)]
+    sets = ["--overlay", "tiny", *(a for s in TINY for a in ("--set", s))]
     assert main(["search", "--preset", "quickstart", *sets, "--out", str(d / "search"), "--no-progress"]) == 0
     assert main(["train", "--preset", "quickstart", *sets, "--cache", str(d / "search" / "cache"),
                  "--out", str(d / "train"), "--no-progress"]) == 0

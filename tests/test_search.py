@@ -100,6 +100,7 @@ def test_pop_size_must_add_up():
         tiny("search.pop_size=13")
 
 
+@pytest.mark.subprocess
 def test_killed_search_resumes_to_the_same_cache(tmp_path):
     args = [sys.executable, "-m", "repsearch", "search", "--preset", "quickstart", "--no-progress",
             *sum((["--set", t] for t in TINY), []), "--set", "engine.chunk_images=4", "--set", "data.subset=60",
@@ -308,8 +309,9 @@ def test_batchnorm_without_running_statistics_searches_and_learns(tmp_path):
     prep = prepare(cfg)
     cache, summary = run_search(prep, cfg, tmp_path / "c")
     assert summary["points"][-1]["ce_end"] < summary["points"][0]["ce_start"]
-    _, learned = train_from_cache(prep, cfg, cache)
-    assert 0 <= learned["test_accuracy"] <= 1
+    model, learned = train_from_cache(prep, cfg, cache)
+    assert not any("running_mean" in k for k in model.state_dict())  # batch statistics only, as asked
+    assert learned["epochs_run"] == 2 and learned["test_accuracy"] > 0.1  # above chance on digits (10 classes)
 
 
 def test_compiled_and_eager_agree_at_a_vector_point():

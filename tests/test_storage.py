@@ -59,6 +59,7 @@ def test_a_cache_is_refused_before_anything_is_written_when_space_is_short(tmp_p
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.subprocess
 def test_a_full_disk_before_the_search_is_one_line_and_the_same_command_then_runs(small_disk):
     filler = fill(small_disk, leave=1 << 20)
     out = small_disk / "run"

@@ -40,6 +40,7 @@ def test_tables_put_datasets_in_columns_and_methods_in_rows(tmp_path):
     assert tex.count("\\begin{tabular}{lcc}") == 2 and "99.0 $\\pm$ 0.1" in tex and "\\toprule" in tex
 
 
+@pytest.mark.subprocess
 def test_one_seed_shows_no_spread_and_bad_directories_are_one_line(tmp_path):
     one = fake_run(tmp_path / "one", "digits", {"sgd": {"noaug": [0.97]}, "all": {"noaug": [0.95]}})
     assert "| SGD | 97.0 |" in markdown(gather([one]))

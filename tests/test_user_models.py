@@ -45,6 +45,7 @@ def test_a_model_that_breaks_the_contract_gets_one_line_and_exit_2(tmp_path, mon
     assert not out.exists()
 
 
+@pytest.mark.subprocess
 def test_unimportable_module_and_an_explicit_wrong_point_count_are_named(tmp_path):
     r = cli("search", "--preset", "quickstart", "--set", "model.name=nowhere:make", "--out", str(tmp_path / "a"))
     assert r.returncode == 2 and "cannot import 'nowhere'" in r.stderr
@@ -54,6 +55,7 @@ def test_unimportable_module_and_an_explicit_wrong_point_count_are_named(tmp_pat
     assert "search.generations" in r.stderr and "Traceback" not in r.stderr and not (tmp_path / "b").exists()
 
 
+@pytest.mark.subprocess
 def test_user_model_through_the_cli_searches_and_learns(tmp_path):
     out = tmp_path / "run"
     sets = [x for s in [*THREE_POINTS, "data.subset=400", "learn.epochs=12", "baseline.epochs=12",
@@ -144,6 +146,7 @@ def test_search_can_start_from_given_representations():
     assert started.curves[0][-1] < started.curves[0][0]  # and the search improves on it
 
 
+@pytest.mark.subprocess
 def test_non_finite_representations_stop_the_search_before_they_are_written(tmp_path):
     out = tmp_path / "run"
     sets = [x for s in [*THREE_POINTS, "data.subset=40", "model.name=user_models:overflowing"] for x in ("--set", s)]

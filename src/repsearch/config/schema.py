@@ -65,7 +65,7 @@ class TrainConfig:
     # `min_steps` steps and lowered so that a large one gets at most about `max_steps` (0 = off).
     min_steps: int = 0
     max_steps: int = 0
-    # Speed only (issue 22): "channels_last" or "contiguous" weights and activations ("auto":
+    # Speed only: "channels_last" or "contiguous" weights and activations ("auto":
     # channels_last on CUDA only), and the training step's forward+backward under torch.compile
     # (the first steps pay the compilation; benchmarks/RESULTS.md has what each is worth).
     memory_format: str = "auto"

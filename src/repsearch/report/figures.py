@@ -72,7 +72,7 @@ def plot_cosine_distance(methods: dict, path: Path, title: str = "") -> bool:
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False)
     for b, ax in enumerate(axes[0]):
         _draw(ax, methods, f"cos_block{b}", lambda v: 1.0 - v)
-        ax.set_title(f"block {b}")
+        ax.set_title(f"point {b} (stage {b})")
         ax.set_xlabel("epoch")
         ax.set_ylim(bottom=0)
     axes[0][0].set_ylabel("cosine distance to searched targets")
@@ -88,7 +88,7 @@ def plot_collision_entropy(methods: dict, path: Path, title: str = "") -> bool:
     for b, ax in enumerate(axes[0]):
         _draw(ax, methods, f"hcoll_within_block{b}", suffix=", within class")
         _draw(ax, methods, f"hcoll_between_block{b}", style="--", suffix=", between classes")
-        ax.set_title(f"block {b}")
+        ax.set_title(f"point {b} (stage {b})")
         ax.set_xlabel("epoch")
     axes[0][0].set_ylabel("collision entropy (nats)")
     return _save(fig, path, title)

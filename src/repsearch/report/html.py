@@ -18,7 +18,7 @@ import numpy as np
 from repsearch.store import records
 
 from . import figures
-from .plots import plt
+from .plots import plt, point_title
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}h3{margin-top:1.4em}
@@ -96,12 +96,12 @@ def search_section(cache_dir: Path) -> str:
     if curves:
         n = len(curves)
         fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3), squeeze=False)
-        for layer, ax in enumerate(axes[0]):
-            c = curves.get(layer)
+        for point, ax in enumerate(axes[0]):
+            c = curves.get(point)
             if c:
                 ax.plot(c["best"], label="best")
                 ax.plot(c["mean"], label="population mean", alpha=0.6)
-            ax.set(title=cache.names[layer], xlabel="generation", yscale="log")
+            ax.set(title=point_title(point, n), xlabel="generation", yscale="log")
         axes[0][0].set_ylabel("cross-entropy (nats)")
         axes[0][0].legend(fontsize=7)
         parts.append(_img(fig))

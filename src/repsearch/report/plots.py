@@ -21,16 +21,21 @@ def save(fig, path: Path, dpi: int = 120, integer_x=(), legends=()) -> None:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
+def point_title(point: int, n_points: int) -> str:
+    """A search point's name in figures: "point 0 (stage 0)" ... "point N (logits)"."""
+    return f"point {point} ({'logits' if point == n_points - 1 else f'stage {point}'})"
+
+
 def plot_search_curves(curves: dict, path: Path) -> None:
     """Mean best and mean population cross-entropy per generation, one panel per search point."""
     n = len(curves)
     fig, axes = plt.subplots(1, n, figsize=(3.5 * n, 3.2), sharey=False, squeeze=False)
-    for layer, ax in enumerate(axes[0]):
-        c = curves.get(layer) or curves.get(str(layer))
+    for point, ax in enumerate(axes[0]):
+        c = curves.get(point) or curves.get(str(point))
         if c:
             ax.plot(c["best"], label="best")
             ax.plot(c["mean"], label="population mean", alpha=0.6)
-        ax.set_title("logits" if layer == n - 1 else f"block {layer}")
+        ax.set_title(point_title(point, n))
         ax.set_xlabel("generation")
         ax.set_yscale("log")
     axes[0][0].set_ylabel("cross-entropy")

@@ -7,7 +7,7 @@
                            as the model has stages
     CACHE/logits.npy       searched logits (float32); ce.npy: final best CE; evals.npy: evaluations
     CACHE/chunks/NNNNN.json  written last for each chunk (atomic rename): that chunk is complete,
-                           with its per-layer, per-generation curves and timings
+                           with its per-point, per-generation curves and timings
 
 A chunk is complete exactly when its record exists, so a killed search resumes where it stopped.
 """
@@ -213,15 +213,15 @@ class TargetCache:
         return {k: v.to(device, dtype=torch.float32 if k == "logits" else dtype) for k, v in out.items()}
 
     def curves(self) -> dict:
-        """Mean best and mean population CE per layer and generation, over all complete chunks."""
+        """Mean best and mean population CE per search point and generation, over all complete chunks."""
         recs = [json.loads(p.read_text()) for p in sorted((self.path / "chunks").glob("*.json"))]
         out = {}
-        for layer in range(len(self.names)):
-            parts = [r["curves"][str(layer)] for r in recs]
+        for point in range(len(self.names)):
+            parts = [r["curves"][str(point)] for r in recs]
             if not parts:
                 continue
             n = min(len(p["best_sum"]) for p in parts)
             count = sum(p["count"] for p in parts)
-            out[layer] = {"best": [sum(p["best_sum"][g] for p in parts) / count for g in range(n)],
+            out[point] = {"best": [sum(p["best_sum"][g] for p in parts) / count for g in range(n)],
                           "mean": [sum(p["mean_sum"][g] for p in parts) / count for g in range(n)]}
         return out

@@ -1,4 +1,4 @@
-"""Diverse models from independent searches (issue 21, part 3): K searches with different seeds
+"""Diverse models from independent searches (docs/ensemble.md): K searches with different seeds
 give K learned models; K SGD seeds on the same images give the comparison. Is search's claimed
 diversity (paper Section 4.4) a property of the learned models, and does it buy ensemble accuracy?
 

@@ -1,4 +1,4 @@
-"""Neuroevolution of the weights, measured against the gradient (issue 21, Whitelam et al. 2021).
+"""Neuroevolution of the weights, measured against the gradient (Whitelam et al. 2021; docs/neuroevolution.md).
 
 Whitelam et al.: propose theta -> theta + eps with eps ~ N(0, sigma^2 I) on every weight and accept
 when the loss does not rise (beta = infinity). For small sigma the mean accepted step is

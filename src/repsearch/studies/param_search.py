@@ -1,4 +1,4 @@
-"""The parameter-space baseline (issue 21, part 2): evolve the *weights* of the same network at
+"""The parameter-space baseline (docs/neuroevolution.md): evolve the *weights* of the same network at
 the compute the representation-space search spends, and test it, next to search + learning and SGD.
 
 The strategy is OpenAI-ES (Salimans et al. 2017), the usual strong ES over network weights:
@@ -8,7 +8,7 @@ the whole population, centered-rank utilities, and the gradient estimate
 `torch.func.functional_call` + `vmap`. BatchNorm runs on statistics calibrated on clean training
 images and frozen, as in the search network (a candidate's fitness then depends on it alone).
 
-Compute is counted in forward passes of one image, as the issue asks: the budget is the number
+Compute is counted in forward passes of one image: the budget is the number
 of candidate evaluations the representation-space search made (each the forward of one image
 through the rest of the network from a search point, so a partial forward), and each generation
 costs P x batch full forward passes: the ES gets at least the search's compute. FLOPs are

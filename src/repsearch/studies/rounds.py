@@ -1,4 +1,4 @@
-"""Iterative search and learning, "surfing" (issue 21, part 1): the paper searches once, on the
+"""Iterative search and learning, "surfing" (docs/rounds.md): the paper searches once, on the
 untrained network; here round r searches again with the network learned in round r-1.
 
     round 0: search with the untrained search network -> targets T0 -> learner L0 (from scratch)
