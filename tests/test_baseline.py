@@ -14,7 +14,7 @@ from .conftest import need
     pytest.param("cpu-mnist", "mnist", 10000, 0.97, marks=[pytest.mark.slow, need("mnist")]),
 ])
 def test_the_sgd_baseline_reaches_its_accuracy(data_root, preset, dataset, subset, at_least):
-    sets = ["baseline.epochs=15"] if dataset is None else [f"data.subset={subset}", "baseline.epochs=3",
+    sets = ["baseline.epochs=15"] if dataset is None else [f"data.subset={subset}", "baseline.epochs=3", "baseline.depths=[1]",
                                                             "model.widths=[32,32,32]"]
     cfg = resolve(preset, sets, **{"data.root": data_root})
     summary = run_baseline(prepare(cfg), cfg)

@@ -56,11 +56,13 @@ def test_paper_literal_run_end_to_end(tmp_path):
     out = tmp_path / "literal"
     r = run_cli("run", "--preset", "quickstart", "--overlay", "paper_literal", "--out", str(out), "--no-progress",
                 "--set", "data.subset=120", "--set", "search.generations=[2,2,2,1]", "--set", "learn.epochs=2",
-                "--set", "baseline.epochs=1", "--set", "learn.batch_size=50", "--set", "learn.probe_images=60")
+                "--set", "baseline.epochs=1", "--set", "learn.batch_size=50", "--set", "baseline.batch_size=50",
+                "--set", "learn.probe_images=60", "--seeds", "1")
     assert r.returncode == 0, r.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["overlays"] == ["paper_literal"]
     assert config["search"]["smooth"] == "child" and config["learn"]["reduction"] == "sum"
+    assert config["search"]["pop_size"] == 240 and config["baseline"]["depths"] == [1, 2, 3]  # the paper's protocol
     assert config["model"]["bn_running_stats"] is False
     summary = json.loads((out / "summary.json").read_text())
     stage = {name: json.loads((out / "seed0" / name / "summary.json").read_text()) for name in ("sgd-noaug", "learn-all-noaug")}

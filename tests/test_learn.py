@@ -261,7 +261,7 @@ def test_augmented_stages_record_augmentation_in_their_config(tmp_path):
     from repsearch.studies.pipeline import run_pipeline
     cfg = resolve("quickstart", [*TINY, "data.subset=60", "learn.epochs=1", "baseline.epochs=1",
                                  "learn.probe_images=40", "learn.batch_size=20", "baseline.batch_size=20",
-                                 "run.augment_variants=[true]"])
+                                 "run.augment_variants=[true]", "data.allow_digit_flips=true"])
     run_pipeline(cfg, tmp_path)
     for stage in ("learn-all-aug", "sgd-aug"):
         recorded = json.loads((tmp_path / "seed0" / stage / "config.json").read_text())

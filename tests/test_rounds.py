@@ -12,7 +12,7 @@ from repsearch.search.pool import fingerprint_for, weights_hash
 from repsearch.store.cache import TargetCache
 from repsearch.studies.rounds import rounds
 
-TINY = ["learn.epochs=3", "learn.select=best"]  # on the tiny overlay: 3 epochs on 110 images, the best of them a learned network
+TINY = ["learn.epochs=3", "learn.select=best", "learn.groups_per_block=2"]  # on the tiny overlay: 3 epochs on 110 images, the best of them a learned network
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def _torchvision_mnist(cls_name: str, name: str, root: Path, download: bool) -> 
     except RuntimeError as e:
         raise _missing(name, root / cls_name / "raw",
                        "run 'python ../shared/datasets/materialize.py DATA_ROOT' (offline) or pass "
-                       f"--download (online), and point --data-root/REPSEARCH_DATA at it ({e})") from None
+                       f"--set data.download=true (online), and point --data-root/REPSEARCH_DATA at it ({e})") from None
     return Dataset(name, train.data[:, None].clone(), train.targets.clone().long(),
                    test.data[:, None].clone(), test.targets.clone().long(), 10)
 
@@ -105,7 +105,7 @@ def load_fashion(root: Path, download: bool) -> Dataset:
     except UserError:
         raise UserError(f"dataset 'fashion-mnist' not found in {root / 'FashionMNIST' / 'raw'} nor in "
                         f"{FASHION_DEBIAN}: 'apt-get install dataset-fashion-mnist' (offline) or pass "
-                        "--download (online)") from None
+                        "--set data.download=true (online)") from None
 
 
 def load_cifar_torchvision(name: str, root: Path, download: bool) -> Dataset:
@@ -115,7 +115,7 @@ def load_cifar_torchvision(name: str, root: Path, download: bool) -> Dataset:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
     except RuntimeError:
-        raise _missing(name, root, "pass --download (online); offline, use data.name=cifar10-jpeg "
+        raise _missing(name, root, "set data.download=true (online); offline, use data.name=cifar10-jpeg "
                        "(../shared/datasets/materialize.py)") from None
     to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
     return Dataset(name, to_t(train.data), torch.tensor(train.targets), to_t(test.data),

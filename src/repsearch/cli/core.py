@@ -6,14 +6,14 @@ from pathlib import Path
 from repsearch.errors import UserError
 from repsearch.store import distributed
 
-from .setup import print_summary, set_up
+from .setup import finish, set_up
 
 
 def cmd_baseline(args) -> int:
     from repsearch.learn.baseline import run_baseline
     c = set_up(args, "baseline", batches=("baseline",), preflight="baseline")
     summary = run_baseline(c.prep, c.cfg, c.run)
-    print_summary(c.run.summary(summary), c.run)
+    finish(c, "baseline", summary)
     return 0
 
 
@@ -31,7 +31,7 @@ def cmd_search(args) -> int:
     for point in summary["points"]:
         print(f"point {point['point']} ({point['name']}): mean best CE {point['ce_start']:.4f} -> {point['ce_end']:.4f}, "
               f"{point['evaluations_per_s']:.0f} evaluations/s")
-    print_summary(c.run.summary({"cache": str(cache_path), **summary}), c.run)
+    finish(c, "search", {"cache": str(cache_path), **summary})
     return 0
 
 
@@ -56,7 +56,7 @@ def cmd_train(args) -> int:
     c = set_up(args, "train", batches=("learn",), configure=configure, check=check)
     _, summary = train_from_cache(c.prep, c.cfg, caches, c.run)
     used = args.cache[0] if len(args.cache) == 1 else args.cache
-    print_summary(c.run.summary({"dataset": c.prep.dataset.name, "cache": used, **summary}), c.run)
+    finish(c, "train", {"dataset": c.prep.dataset.name, "cache": used, **summary})
     return 0
 
 
@@ -71,7 +71,7 @@ def cmd_run(args) -> int:
 
     c = set_up(args, "run", configure=configure)
     summary, results = run_pipeline(c.cfg, c.run.path)
-    print_summary(c.run.summary(summary), c.run)
+    finish(c, "run", summary, seeds=list(range(c.cfg.seed, c.cfg.seed + c.cfg.run.seeds)))
     if not distributed.is_main():
         return 0
     print(markdown(results, c.cfg))

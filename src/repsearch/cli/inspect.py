@@ -69,3 +69,16 @@ def report_args(p):
 def tables_args(p):
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished 'repsearch run' directories, one per dataset")
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.md and PREFIX.tex")
+
+
+def cmd_results(args) -> int:
+    from repsearch.report.results import write_results
+    out = write_results(args.paths, Path(args.out))
+    print(out.read_text())
+    print(f"results: {out}")
+    return 0
+
+
+def results_args(p):
+    p.add_argument("paths", nargs="+", metavar="DIR", help="directories searched for record.json (e.g. results/), or records")
+    p.add_argument("--out", required=True, help="the Markdown file to write")

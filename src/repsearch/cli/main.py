@@ -46,6 +46,8 @@ COMMANDS = {
                inspect.verify_args, False),
     "tables": (inspect.cmd_tables, "Tables 1/2 across datasets from 'run' directories (one per dataset), as Markdown "
                "and LaTeX", inspect.tables_args, False),
+    "results": (inspect.cmd_results, "the results table (Markdown) from run records (record.json) under the given "
+                "directories", inspect.results_args, False),
     "report": (inspect.cmd_report, "one self-contained HTML page of run directories: config, search, learning, "
                "Tables 1/2, Figures 2-7", inspect.report_args, False),
 }

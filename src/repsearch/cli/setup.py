@@ -104,6 +104,31 @@ def shared_run_dir(args, command: str, cfg):
     return run if run is not None else RunDir(path, {}, cfg.device, write=False)
 
 
+def finish(c: Command, command: str, figures: dict, seeds: list[int] | None = None) -> dict:
+    """The end of every working command: summary.json, record.json, and the figures printed."""
+    summary = c.run.summary(figures)
+    write_record(c, command, summary, seeds)
+    print_summary(summary, c.run)
+    return summary
+
+
+def write_record(c: Command, command: str, summary: dict, seeds: list[int] | None = None) -> None:
+    """RUN/record.json (`store.record`): the command, config, environment, stage times and the
+    summary's figures (rank 0)."""
+    if not distributed.is_main():
+        return
+    from repsearch.store import record, records
+    run, cfg, prep = c.run, c.cfg, c.prep
+    headline = {k: v for k, v in summary.items()
+                if not isinstance(v, dict) and not (isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v))}
+    record.write(run.path / "record.json", kind=command, preset=run.config.get("preset"),
+                 overlays=run.config.get("overlays") or [], config=cfg.to_dict(),
+                 environment=records.environment(run.path) or {}, seeds=seeds or [cfg.seed],
+                 dataset=prep.dataset.name, train_images=len(prep.split.train), test_images=len(prep.dataset.test_y),
+                 wall_seconds=float(summary.get("wall_time_s", 0.0)), stage_seconds=records.stage_seconds(run.path),
+                 headline=headline, searched_ce=records.searched_ce(run.path))
+
+
 def print_summary(summary: dict, run) -> None:
     """The summary's scalar figures as JSON and the run directory (rank 0 only)."""
     if not distributed.is_main():

@@ -7,7 +7,7 @@ import json
 from repsearch.errors import UserError
 from repsearch.store import distributed
 
-from .setup import print_summary, set_up
+from .setup import finish, set_up
 
 
 def _experiment(args, command: str, fn, multi_process: bool = False, check=None, batches=(), **kw) -> int:
@@ -22,8 +22,7 @@ def _experiment(args, command: str, fn, multi_process: bool = False, check=None,
     result = fn(c.prep, c.cfg, out_dir=c.run.path, **kw)
     if distributed.is_main():
         print(json.dumps(result.get("blocks", result), indent=2, default=str)[:4000])
-    print_summary(c.run.summary({"dataset": c.prep.dataset.name, **{k: v for k, v in result.items() if k != "blocks"}}),
-                  c.run)
+    finish(c, command, {"dataset": c.prep.dataset.name, **{k: v for k, v in result.items() if k != "blocks"}})
     return 0
 
 

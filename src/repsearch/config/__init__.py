@@ -3,7 +3,7 @@
     from repsearch.config import resolve
     cfg = resolve("quickstart", ["search.generations=[10,5,5,2]"])
 """
-from .resolve import (
+from .assemble import (
                      OVERLAY_DIR,
                      PRESET_DIR,
                      from_dict,

@@ -16,6 +16,10 @@ class DataConfig:
     val_fraction: float = 0.08  # paper: 4,000 of 50,000 training images held out
     subset: int = 0  # 0 = every training image; N = a seeded subset of N (holdout included)
     digits_size: int = 16  # sklearn's 8x8 digits are upsampled to this side
+    # Augmentation (`augment`, `run.augment_variants`) flips images left-right: label-preserving for
+    # clothes and CIFAR, not for digits (a flipped 2 or 7 is no digit; the paper does not augment
+    # MNIST). MNIST and digits refuse it unless this says otherwise.
+    allow_digit_flips: bool = False
 
 
 @dataclass

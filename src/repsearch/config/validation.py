@@ -68,6 +68,20 @@ def validate(cfg: Config) -> None:
         raise UserError(f"run.supervision_variants takes 'all' and 'skip0'; got {sorted(bad)}")
     if cfg.run.seeds < 1:
         raise UserError("run.seeds must be >= 1")
+    validate_augmentation(cfg)
+
+
+DIGIT_DATASETS = ("mnist", "digits")
+
+
+def validate_augmentation(cfg: Config) -> None:
+    """Augmentation flips images: not for digits (a flipped digit is another digit or none)."""
+    asked = [k for k, on in (("learn.augment", cfg.learn.augment), ("baseline.augment", cfg.baseline.augment),
+                             ("run.augment_variants", True in cfg.run.augment_variants)) if on]
+    if asked and cfg.data.name in DIGIT_DATASETS and not cfg.data.allow_digit_flips:
+        raise UserError(f"{asked[0]} asks for augmentation on {cfg.data.name}, which flips images left-right: a "
+                        "flipped digit is another digit or none, and the paper does not augment MNIST; leave it off "
+                        "(or set data.allow_digit_flips=true to flip digits anyway)")
 
 
 # Ranges of numeric settings: (low, high, low inclusive); every float must also be finite.

@@ -87,3 +87,28 @@ def search_summary(summary: dict | None) -> dict | None:
     out = {k: v for k, v in summary.items() if k != "layers"}
     out["points"] = [{("point" if k == "layer" else k): v for k, v in p.items()} for p in summary["layers"]]
     return out
+
+
+def stage_seconds(run: Path) -> dict[str, float]:
+    """Each stage's own wall time under a run directory: training stages by their summary.json,
+    searches by their cache's per-point seconds (which survive a resume), keyed by relative path."""
+    run, out = Path(run), {}
+    for path in sorted(run.rglob("summary.json")):
+        if path.parent != run and (done := read_json(path)) and "wall_time_s" in done:
+            out[str(path.parent.relative_to(run))] = float(done["wall_time_s"])
+    for path in sorted(run.rglob("manifest.json")):
+        done = search_summary((read_json(path) or {}).get("summary"))
+        if done:
+            out[str(path.parent.relative_to(run))] = float(sum(p["seconds"] for p in done["points"]))
+    return out
+
+
+def searched_ce(run: Path) -> dict[str, dict[str, float]]:
+    """The searched cross-entropy's statistics of every complete target cache under a run directory."""
+    out = {}
+    for path in sorted(Path(run).rglob("manifest.json")):
+        done = (read_json(path) or {}).get("summary")
+        if done:
+            out[str(path.parent.relative_to(run))] = {k: float(done[f"searched_ce_{k}"])
+                                                       for k in ("mean", "p50", "p90", "p99", "max")}
+    return out

@@ -60,11 +60,18 @@ def environment(device: str) -> dict:
         "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
         "commit": git_commit(), "dirty": git_dirty(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "world_size": _world_size(),
         **cpu_identity(),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         env["cuda_device"] = torch.cuda.get_device_name()
     return env
+
+
+def _world_size() -> int:
+    """Processes the command ran on (torchrun's ranks; 1 without it)."""
+    from . import distributed
+    return distributed.world()
 
 
 # Settings that may differ when a run directory is reused: where the data lives, the preset's

@@ -104,11 +104,15 @@ def run_pipeline(cfg, root: Path) -> dict:
     v = cfg.run.supervision_variants[0]
     first = seeds[0]
     last = len(first["search"]["points"]) - 2  # the last stage
+    sgd, learned = results["table"]["sgd"][a], results["table"][v][a]
+    gaps = [100 * (x - y) for x, y in zip(sgd["values"], learned["values"])]
     summary = {
         "dataset": dataset, "seeds": len(seeds), "train_images": train_images,
-        "sgd_test_accuracy": results["table"]["sgd"][a]["mean"],
-        "search_test_accuracy": results["table"][v][a]["mean"],
-        "gap_points": 100 * (results["table"]["sgd"][a]["mean"] - results["table"][v][a]["mean"]),
+        "sgd_test_accuracy": sgd["mean"], "search_test_accuracy": learned["mean"],
+        "gap_points": 100 * (sgd["mean"] - learned["mean"]),
+        "sgd_test_accuracy_std": sgd["std"], "search_test_accuracy_std": learned["std"],
+        "gap_points_std": statistics.stdev(gaps) if len(gaps) > 1 else 0.0, "gap_points_max": max(gaps),
+        "sgd_test_accuracy_per_seed": sgd["values"], "search_test_accuracy_per_seed": learned["values"],
         "search_probe_last_block": statistics.mean(s["learn"][f"{v}-{a}"][f"probe_block{last}"] for s in seeds),
         "searched_ce_mean": statistics.mean(s["search"]["searched_ce_mean"] for s in seeds),
         "search_evaluations_per_image": first["search"]["evaluations_per_image_mean"],
