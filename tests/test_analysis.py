@@ -41,9 +41,15 @@ def test_class_collision_entropy_within_and_between():
     h = class_collision_entropy(feats, labels)
     assert h["within"] == pytest.approx(0.0, abs=1e-9) and h["between"] == float("inf")
     g = torch.Generator().manual_seed(0)
-    rand = class_collision_entropy(torch.randn(400, 64, generator=g), torch.arange(400) % 4)
+    x, y = torch.randn(400, 64, generator=g), torch.arange(400) % 4
+    rand = class_collision_entropy(x, y, diagonal=False)
     assert rand["within"] == pytest.approx(math.log(64), rel=0.05)
     assert rand["between"] == pytest.approx(math.log(64), rel=0.05)
+    # the paper's estimator counts each example's pair with itself (K_ii^2 = 1): per class of 100,
+    # the mean is (100 + 9,900 / 64) / 100^2 in expectation
+    paper = class_collision_entropy(x, y)
+    assert paper["within"] == pytest.approx(-math.log((100 + 9900 / 64) / 100 ** 2), rel=0.02)
+    assert paper["between"] == rand["between"]  # different classes: no pair with itself
     shared = torch.randn(4, 64, generator=g)[torch.arange(400) % 4] + 0.3 * torch.randn(400, 64, generator=g)
     clustered = class_collision_entropy(shared, torch.arange(400) % 4)
     assert clustered["within"] < 0.2 < clustered["between"]  # classes cluster: similar within, distinct between

@@ -52,9 +52,11 @@ def test_batched_n_eff_matches_analysis_and_masks_solutions():
     assert n_eff_batched(torch.ones(2, 4, 7)).tolist() == pytest.approx([1.0, 1.0])
 
 
-def test_scaled_population_keeps_the_paper_ratio_and_minimums():
+def test_scaled_population_keeps_the_ratio_and_minimums_and_passes_through_the_configs_point():
     assert scaled_population(240) == (20, 100, 120)
     assert scaled_population(480) == (40, 200, 240)
+    # the preset's own population is its own split (the paper's ratio would give (2, 10, 12) at 24)
+    assert scaled_population(24, (4, 10, 10)) == (4, 10, 10) and scaled_population(12, (4, 10, 10)) == (2, 5, 5)
     for p in range(2, 300):
         k, e, r = scaled_population(p)
         assert k + e + r == p and k >= 1 and r >= 1 and e >= 0
@@ -78,7 +80,7 @@ def test_fitness_scaling_sweeps_one_block_and_writes_files(prep, tmp_path):
         # Only block `block` evolves: the initial population (of the swept size at block 0, of the
         # config's 12 before later blocks) + g x (P - top_k) children + 3 carried forwards.
         for r in v["population"]:
-            k, _, _ = scaled_population(r["pop_size"])
+            k, _, _ = scaled_population(r["pop_size"], res["split"])
             initial = r["pop_size"] if block == 0 else 12
             assert r["evaluations_per_image"] == initial + 2 * (r["pop_size"] - k) + 3
         assert [r["evaluations_per_image"] for r in v["generations"]] == [12 + 3, 12 + 3 * 10 + 3]
@@ -167,15 +169,17 @@ def test_population_sweep_at_later_blocks_does_not_change_their_input(prep):
         assert small == pytest.approx(large, abs=1e-6), (block, small, large)
 
 
-def test_diversity_keeps_each_blocks_solutions_by_that_blocks_own_p_correct(prep):
-    """A block's solution counts when IT solves the image through the rest of the search network,
-    not when the final logits do (checked against an independent forward of the solutions)."""
+def test_diversity_keeps_a_runs_solutions_by_its_final_p_correct_or_each_blocks_by_its_own(prep):
+    """The paper's filter (the default): a run's solutions count, at every block, when its searched
+    logits give p(correct) > 0.5. keep="block": a block's solution counts when IT solves the image
+    through the rest of the search network. Both checked against an independent forward."""
     from repsearch.models.staged import forward_from
     from repsearch.search.pool import open_search
     from repsearch.studies.diversity import p_correct
     from repsearch.studies.scaling import search_rows
     cfg = tiny(*DIVERSE)
-    res = diversity(prep, cfg, n_images=8, runs=1)
+    res = diversity(prep, cfg, n_images=8, runs=1, keep="block")
+    paper = diversity(prep, cfg, n_images=8, runs=1)
     searcher = open_search(cfg, prep)
     problem = searcher.problem
     rows = sample_images(prep, 8, cfg.seed)
@@ -190,6 +194,9 @@ def test_diversity_keeps_each_blocks_solutions_by_that_blocks_own_p_correct(prep
     logits_ok = (p_correct(reps[3], labels) > 0.5).float().mean().item()
     assert res["p_correct_fraction"] == [pytest.approx(logits_ok)]
     assert any(f != pytest.approx(logits_ok) for f in fractions)  # the two filters differ on these images
+    assert paper["keep"] == "final" and res["keep"] == "block"
+    final_ok = int((p_correct(reps[3], labels) > 0.5).sum())
+    assert all(paper["blocks"][block][0]["images"] == final_ok for block in range(3))
 
 
 @pytest.mark.subprocess

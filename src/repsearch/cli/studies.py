@@ -64,7 +64,7 @@ def cmd_diversity(args) -> int:
     from repsearch.studies.diversity import diversity
     if args.images < 1 or args.runs < 1:
         raise UserError("--images and --runs must be >= 1")
-    return _experiment(args, "diversity", diversity, n_images=args.images, runs=args.runs)
+    return _experiment(args, "diversity", diversity, n_images=args.images, runs=args.runs, keep=args.keep)
 
 
 
@@ -110,13 +110,14 @@ def rounds_args(p):
 
 
 def scaling_args(p):
-    p.add_argument("--images", type=int, default=1000, help="random training images (paper: 1000)")
-    p.add_argument("--pop-sizes", default="12,24,60,120,240", help="comma-separated population sizes")
-    p.add_argument("--generations", default="0,10,30,100", help="comma-separated generation counts")
+    p.add_argument("--images", type=int, default=200, help="random training images (the paper's Figure 2: 1000)")
+    p.add_argument("--pop-sizes", default="12,24,60,120", help="comma-separated population sizes (the paper's: up to 240)")
+    p.add_argument("--generations", default="0,10,30", help="comma-separated generation counts (the paper's: up to 300)")
 
 
 def sweep_args(p):
-    p.add_argument("--pop-sizes", default="6,12,24,48", help="population sizes (generations at the config's)")
+    p.add_argument("--pop-sizes", default="6,12,24", help="population sizes (generations at the config's; the "
+                   "figure in docs/evidence.md adds 48)")
     p.add_argument("--generation-scales", default="0.25,0.5,1",
                    help="multipliers of the config's generations per point (population at the config's)")
 
@@ -125,9 +126,11 @@ def neuroevolution_args(p):
     p.add_argument("--part", choices=("alignment", "baseline"), default="alignment",
                    help="alignment: cosine of the mean accepted step with -grad; baseline: ES on the weights at "
                         "the search's FLOPs, against search + learning and SGD")
-    p.add_argument("--sigmas", default="1e-4,1e-3,1e-2,1e-1", help="alignment: mutation scales")
-    p.add_argument("--populations", default="256,1024,4096", help="alignment: proposals per measurement")
-    p.add_argument("--images", type=int, default=256, help="alignment: training images in the loss")
+    p.add_argument("--sigmas", default="1e-3,1e-2,1e-1", help="alignment: mutation scales (docs/neuroevolution.md's "
+                   "figure: 1e-4,1e-3,1e-2,1e-1)")
+    p.add_argument("--populations", default="64,256", help="alignment: proposals per measurement (the figure: "
+                   "256,1024,4096, about 9 minutes at --preset quickstart)")
+    p.add_argument("--images", type=int, default=128, help="alignment: training images in the loss (the figure: 256)")
     p.add_argument("--es-population", type=int, default=64, help="baseline: ES candidates per generation (even)")
     p.add_argument("--es-sigma", type=float, default=0.01, help="baseline: ES perturbation scale")
     p.add_argument("--es-lr", type=float, default=0.01, help="baseline: Adam step size")
@@ -138,3 +141,6 @@ def neuroevolution_args(p):
 def diversity_args(p):
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--runs", type=int, default=8, help="independent searches (seeds seed, seed+1000, ...)")
+    p.add_argument("--keep", choices=("final", "block"), default="final",
+                   help="which solutions count: a run's (at every block) when its searched logits give p(correct) > 0.5 "
+                        "(the paper's), or a block's when it alone, through the rest of the network, does")

@@ -153,6 +153,9 @@ class LearnConfig(TrainConfig):
     probe_every: int = 0  # linear probes every N epochs (0: only at the end; they cost a few seconds)
     probe_images: int = 5000  # training images the probes are fitted on
     entropy_images: int = 1000  # validation images for the collision entropies (Figures 6-7; quadratic cost)
+    # Figures 6-7's within-class collision entropy: "paper" counts each example's pair with itself
+    # (the paper's H_coll on a class's Gram block), "offdiagonal" leaves those pairs out.
+    entropy_estimator: str = "paper"
     # > 0: after learning, refit the head alone on the final features to the searched logits with
     # this L2 penalty (head_refit.py; not in the paper). 0: the head as learned (paper).
     head_refit_l2: float = 0.0

@@ -30,6 +30,7 @@ CHOICES = {
     "learn.loss": ("mse", "class_weighted"),
     "learn.reduction": ("mean", "sum"),
     "learn.select": ("auto", "best", "last"),
+    "learn.entropy_estimator": ("paper", "offdiagonal"),
     "baseline.select": ("auto", "best", "last"),
     "learn.memory_format": ("auto", "channels_last", "contiguous"),
     "baseline.memory_format": ("auto", "channels_last", "contiguous"),

@@ -17,18 +17,24 @@ class Diagnostics:
     """Per-epoch measurements on validation images against their searched targets."""
 
     def __init__(self, prep: Prepared, cache: TargetCache, probe_every: int = 0, probe_images: int = 5000,
-                 entropy_images: int = 1000):
+                 entropy_images: int = 1000, entropy_estimator: str = "paper"):
         self.prep = prep
         self.val_x, self.val_y = prep.images("val")
         self.val_t = cache.load(cache.rows_for(prep.split.val.numpy()), prep.device, torch.float32)
         train_idx = prep.split.train[:probe_images]
         self.probe_x, self.probe_y = (t.to(prep.device) for t in _normalized(prep, train_idx))
         self.probe_every, self.entropy_images = probe_every, entropy_images
+        self.entropy_diagonal = entropy_estimator == "paper"
         self._controls: dict[str, dict] = {}
         tr = cache.load(cache.rows_for(train_idx.numpy()), prep.device, torch.float32)
         k, self.stages = prep.dataset.num_classes, range(cache.num_stages)
         self.baselines = {l: analysis.predictability_baselines(tr[f"block{l}"], self.probe_y, self.val_t[f"block{l}"],
                                                                self.val_y, k) for l in self.stages}
+
+    @classmethod
+    def for_learner(cls, prep: Prepared, cache: TargetCache, lc) -> "Diagnostics":
+        """The diagnostics a learn section asks for (probes, entropy images and estimator)."""
+        return cls(prep, cache, lc.probe_every, lc.probe_images, lc.entropy_images, lc.entropy_estimator)
 
     def cosines(self, model, outs=None) -> dict:
         outs = analysis.block_outputs(model, self.val_x) if outs is None else outs
@@ -40,7 +46,7 @@ class Diagnostics:
         n = self.entropy_images
         rec = {}
         for l in self.stages:
-            h = analysis.class_collision_entropy(outs[l][:n], self.val_y[:n])
+            h = analysis.class_collision_entropy(outs[l][:n], self.val_y[:n], self.entropy_diagonal)
             rec.update({f"hcoll_within_block{l}": h["within"], f"hcoll_between_block{l}": h["between"]})
         return rec
 

@@ -116,14 +116,16 @@ def n_eff(solutions: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def class_collision_entropy(features: torch.Tensor, labels: torch.Tensor) -> dict:
+def class_collision_entropy(features: torch.Tensor, labels: torch.Tensor, diagonal: bool = True) -> dict:
     """{"within": H over same-class pairs, "between": H over different-class pairs} of (n, ...)
-    representations. The diagonal (i = j, K_ii = 1) is left out: with it, a class of n_c examples
-    would add 1/n_c to its mean and the estimate would depend on class sizes."""
+    representations. `diagonal=True` (the paper's: its collision entropy, -log sum K_ij^2 / (sum
+    K_ii)^2, on each class's block of the Gram matrix, pooled) counts the pairs i = j (K_ii = 1);
+    `False` leaves them out, so that the estimate does not depend on class sizes (a class of n_c
+    examples adds 1/n_c to its mean with them)."""
     k2 = gram_cosine(features).pow(2)
     same = labels[:, None] == labels[None, :]
     off = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    within, between = k2[same & off], k2[~same]
+    within, between = k2[same if diagonal else same & off], k2[~same]
     return {"within": _neg_log_mean(within), "between": _neg_log_mean(between)}
 
 

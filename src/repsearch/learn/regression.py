@@ -139,7 +139,7 @@ def train_from_cache(prep: Prepared, cfg, cache: TargetCache | list[TargetCache]
     cache = caches[0]
     train_x, train_y = prep.images("train")
     targets = mean_targets(caches, prep.split.train.numpy(), dev)
-    diagnostics = diagnostics or Diagnostics(prep, cache, lc.probe_every, lc.probe_images, lc.entropy_images)
+    diagnostics = diagnostics or Diagnostics.for_learner(prep, cache, lc)
     model, stats = fit_to_targets(
         build_learner(prep, cfg) if learner is None else learner, train_x, train_y, targets, lc, val=prep.images("val"),
         supervise=(lc.supervise or None) if supervise is None else supervise, augment=augment, seed=cfg.seed,

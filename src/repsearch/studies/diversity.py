@@ -27,15 +27,24 @@ def p_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return logits.float().softmax(1).gather(1, labels[:, None]).squeeze(1)
 
 
-def diversity(prep, cfg, n_images: int = 32, runs: int = 8, out_dir=None, *, seed_stride: int = 1000) -> dict:
+FILTERS = ("final", "block")
+
+
+def diversity(prep, cfg, n_images: int = 32, runs: int = 8, out_dir=None, *, seed_stride: int = 1000,
+              keep: str = "final") -> dict:
     """Figure 3: N_eff of the solutions that `runs` independent full searches find per image.
 
-    Run r uses seed cfg.seed + seed_stride * r (0 makes every run identical: N_eff = 1). Per image
-    and block, only runs whose solution at that block gives p(correct) > 0.5 through the rest of
-    the search network count (a solution that does not solve the image is not a solution), and N_eff over the first k runs' kept solutions is
-    averaged over the images with at least one kept, for k = 1..runs."""
+    Run r uses seed cfg.seed + seed_stride * r (0 makes every run identical: N_eff = 1). Which runs'
+    solutions count, per image: `keep="final"` (the paper's: "the top candidate from each run,
+    provided its predicted probability for the correct class exceeds 0.5": the run's searched
+    logits give p(correct) > 0.5, and then its solution at every block counts) or `"block"` (a
+    block's solution counts when it alone, forwarded through the rest of the search network,
+    gives p(correct) > 0.5). N_eff over the first k runs' kept solutions is averaged over the
+    images with at least one kept, for k = 1..runs."""
     if runs < 1:
         raise UserError(f"diversity needs runs >= 1; got {runs}")
+    if keep not in FILTERS:
+        raise UserError(f"diversity's filter is one of {', '.join(FILTERS)}; got '{keep}'")
     searcher = open_search(cfg, prep)
     problem = searcher.problem
     rows = sample_images(prep, n_images, cfg.seed)
@@ -45,12 +54,14 @@ def diversity(prep, cfg, n_images: int = 32, runs: int = 8, out_dir=None, *, see
         found = search_rows(searcher, prep, rows, seed=cfg.seed + seed_stride * r)
         reps, c = found.reps, found.ce
         per_run.append(reps[:-1])
-        ok.append(torch.stack([p_correct(solution_logits(problem, point, sol), labels) > 0.5
-                               for point, sol in enumerate(reps)], 1))  # (N, points)
+        by_block = torch.stack([p_correct(solution_logits(problem, point, sol), labels) > 0.5
+                                for point, sol in enumerate(reps)], 1)  # (N, points): each point's own
+        ok.append(by_block if keep == "block" else by_block[:, -1:].expand_as(by_block))
         ce.append(c)
     ok = torch.stack(ok, 1)  # (N, R, points)
     first_k = torch.arange(runs)[None, :]
-    result = {"images": int(len(rows)), "runs": runs, "seeds": [cfg.seed + seed_stride * r for r in range(runs)],
+    result = {"images": int(len(rows)), "runs": runs, "keep": keep,
+              "seeds": [cfg.seed + seed_stride * r for r in range(runs)],
               "p_correct_fraction": [ok[:, r, -1].float().mean().item() for r in range(runs)],
               "p_correct_fraction_per_block": {b: [ok[:, r, b].float().mean().item() for r in range(runs)]
                                                for b in range(problem.num_points - 1)},

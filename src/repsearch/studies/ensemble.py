@@ -76,7 +76,7 @@ def _train_member(prep, cfg, k: int, root: Path) -> dict:
     c = member_config(cfg, k)
     mdir = root / f"member{k}"
     cache, _ = search_or_open(prep, c, mdir / "cache")
-    diagnostics = Diagnostics(prep, cache, c.learn.probe_every, c.learn.probe_images, c.learn.entropy_images)
+    diagnostics = Diagnostics.for_learner(prep, cache, c.learn)
     learn = stage(mdir / "learn", c.to_dict(), c.device, lambda run: train_from_cache(
         prep, c, cache, run, tag="learn", diagnostics=diagnostics)[1])
     sgd = stage(mdir / "sgd", c.to_dict(), c.device, lambda run: run_baseline(prep, c, run))

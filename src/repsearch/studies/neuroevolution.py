@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
+from repsearch.events import progress_bar
 from repsearch.models.staged import logits as staged_logits
 
 
@@ -61,8 +62,10 @@ def gradient_alignment(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma
     u0 = u0.detach()
     batched = vmap(loss_at)
     out = []
+    bar = progress_bar(total=len(sigmas) * sum(populations), desc="proposals", unit="proposal", unit_scale=True)
     for sigma in sigmas:
         for population in populations:
+            bar.set_description(f"sigma {sigma:g}, population {population}")
             g = torch.Generator(device=flat0.device).manual_seed(seed)
             step, accepted = torch.zeros_like(flat0), 0
             with torch.no_grad():
@@ -73,10 +76,12 @@ def gradient_alignment(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma
                     step += (eps * ok[:, None]).sum(0)
                     accepted += int(ok.sum())
             step /= population
+            bar.update(population)
             out.append({"sigma": sigma, "population": population, "weights": flat0.numel(),
                         "cosine": F.cosine_similarity(step, -grad, dim=0).item(),
                         "acceptance": accepted / population, "predicted_cosine": predicted_cosine(flat0.numel(), population),
                         "step_norm_over_sigma": (step.norm() / sigma).item()})
+    bar.close()
     return out
 
 

@@ -39,8 +39,7 @@ def run_seed(cfg, root: Path) -> dict:
     seed_dir.mkdir(parents=True, exist_ok=True)
     caches, searches = search_streams(prep, cfg, seed_dir)
     cache, search_summary = caches[0], searches[0]
-    diagnostics = Diagnostics(prep, cache, cfg.learn.probe_every, cfg.learn.probe_images,
-                              cfg.learn.entropy_images)
+    diagnostics = Diagnostics.for_learner(prep, cache, cfg.learn)
     out = {"search": search_summary, "sgd": {}, "learn": {}, "search_streams": searches[1:]}
     for augment in cfg.run.augment_variants:
         c = copy.deepcopy(cfg)

@@ -70,7 +70,7 @@ def _learned(prep, cfg, stage_dir: Path, tag: str) -> torch.nn.Module:
 
 
 def _learn(prep, cfg, cache, rdir: Path, tag: str, start: torch.nn.Module | None = None) -> dict:
-    diagnostics = Diagnostics(prep, cache, cfg.learn.probe_every, cfg.learn.probe_images, cfg.learn.entropy_images)
+    diagnostics = Diagnostics.for_learner(prep, cache, cfg.learn)
     return stage(rdir / tag, cfg.to_dict(), cfg.device, lambda run: train_from_cache(
         prep, cfg, cache, run, tag=tag, diagnostics=diagnostics,
         learner=None if start is None else copy.deepcopy(start))[1])

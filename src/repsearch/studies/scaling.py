@@ -20,15 +20,18 @@ from repsearch.search.strategy import Params
 PAPER_SPLIT = (20, 100, 120)  # paper's top_k / n_explore / n_refine of its 240-member population
 
 
-def scaled_population(pop_size: int) -> tuple[int, int, int]:
-    """(top_k, n_explore, n_refine) summing to pop_size in the paper's 20:100:120 proportion, so a
-    population sweep changes the size and not the balance of parents, explorers and refiners.
-    At least one parent and one refiner are kept (the search needs both)."""
+def scaled_population(pop_size: int, split=PAPER_SPLIT) -> tuple[int, int, int]:
+    """(top_k, n_explore, n_refine) summing to pop_size in the proportion of `split` (a config's own
+    parents / explorers / refiners; the paper's 20:100:120 by default), so a population sweep
+    changes the size and not the balance, and passes through the config's own point: at the
+    split's own size it is the split itself. At least one parent and one refiner are kept."""
     if pop_size < 2:
         raise UserError(f"population size must be >= 2 (one parent and one refiner); got {pop_size}")
-    total = sum(PAPER_SPLIT)
-    top_k = max(1, round(pop_size * PAPER_SPLIT[0] / total))
-    n_explore = round(pop_size * PAPER_SPLIT[1] / total)
+    if pop_size == sum(split):
+        return tuple(split)
+    total = sum(split)
+    top_k = max(1, round(pop_size * split[0] / total))
+    n_explore = round(pop_size * split[1] / total)
     n_explore = max(0, min(n_explore, pop_size - top_k - 1))
     return top_k, n_explore, pop_size - top_k - n_explore
 
@@ -101,7 +104,8 @@ def fitness_scaling(prep, cfg, n_images: int = 1000, pop_sizes=(12, 24, 60, 120,
     problem = searcher.problem
     base = _fixed_budget(cfg.search, problem.num_points)
     rows = sample_images(prep, n_images, cfg.seed)
-    result = {"images": int(len(rows)), "seed": cfg.seed, "split": list(PAPER_SPLIT),
+    split = (base.top_k, base.n_explore, base.n_refine)
+    result = {"images": int(len(rows)), "seed": cfg.seed, "split": list(split),
               "config_population": base.pop_size, "config_generations": list(base.generations[:-1]), "blocks": {}}
 
     def point(s, block, axis, value, key):
@@ -118,7 +122,7 @@ def fitness_scaling(prep, cfg, n_images: int = 1000, pop_sizes=(12, 24, 60, 120,
         for p in pop_sizes:
             s = _only_block(copy.deepcopy(base), block, base.generations[block])
             s.pop_size = int(p)
-            s.top_k, s.n_explore, s.n_refine = scaled_population(int(p))
+            s.top_k, s.n_explore, s.n_refine = scaled_population(int(p), split)
             by_pop.append(point(s, block, "population", p, "pop_size"))
         by_gen = [point(_only_block(copy.deepcopy(base), block, g), block, "generations", g, "generations")
                   for g in generations]

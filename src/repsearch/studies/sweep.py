@@ -28,7 +28,8 @@ def points(cfg, pop_sizes, generation_scales) -> list[dict]:
     for pop in pop_sizes:
         c = copy.deepcopy(cfg)
         c.search.pop_size = pop
-        c.search.top_k, c.search.n_explore, c.search.n_refine = scaled_population(pop)
+        c.search.top_k, c.search.n_explore, c.search.n_refine = scaled_population(
+            pop, (cfg.search.top_k, cfg.search.n_explore, cfg.search.n_refine))  # through the config's own point
         out.append({"name": f"pop-{pop}", "axis": "population", "value": pop, "cfg": c})
     for scale in generation_scales:
         c = copy.deepcopy(cfg)
