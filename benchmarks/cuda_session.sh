@@ -5,23 +5,37 @@
 # logged and the next stage runs): `bench-fast`, `bench-compiled`, `bench-bf16` (the search's
 # evaluations/s at the paper's width on cifar10-jpeg, as benchmarks/search.py JSON), `mnist60k`
 # (cpu-mnist on all 60,000 MNIST images, end to end), `fashion30k` (cpu-fashion, 30,000 images), `tests` (tests/test_cuda.py: CUDA against CPU),
-# `sgd-precision` (the SGD baseline at 60,000 MNIST images, bf16 autocast against fp32, 4 seeds).
+# `sgd-precision` (the SGD baseline at 60,000 MNIST images, bf16 autocast against fp32, 4 seeds),
+# `bench-paper` (evaluations/s per point of the fast, compiled and fused paths at the paper's width
+# and population 240 on cifar10-jpeg), `paper-cifar10` (the paper's CIFAR-10 protocol on
+# PAPER_IMAGES training images of cifar10-jpeg: search with the fused map points, SGD at 1x/2x/3x,
+# the All-layers learner, no augmentation, the paper's learning settings; full test set).
+# Dry run on a CPU first, at toy size (the fused kernel runs under Triton's interpreter there):
+#   DEVICE=cpu IMAGES=2 WIDTH=8 BENCH_POP=24 BENCH_GENS=[1,1,1,1] PAPER_IMAGES=40 \
+#     PAPER_EXTRA="--overlay tiny --set search.generations=[1,1,1,1] --set engine.chunk_images=8 --set learn.batch_size=10 \
+#     --set baseline.batch_size=10" bash benchmarks/cuda_session.sh /tmp/dry data "bench-paper paper-cifar10"
 # On CUDA the search draws from counter streams (`search.rng=counter`: per-image torch.Generators
 # would cost a kernel launch per image per draw) and sizes chunks from `engine.memory_gb`.
 set -uo pipefail
 OUT=${1:?usage: cuda_session.sh OUT_DIR [DATA_ROOT] [STAGES]}
 DATA=${2:-data}
-STAGES=${3:-bench-fast mnist60k tests bench-compiled bench-bf16}
+STAGES=${3:-bench-paper paper-cifar10 tests}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}   # DEVICE=cpu IMAGES=8 MNIST_EXTRA="--set data.subset=600": a smoke test of this script
 IMAGES=${IMAGES:-2048}
+WIDTH=${WIDTH:-256}
+BENCH_POP=${BENCH_POP:-240}
+BENCH_GENS=${BENCH_GENS:-[6,4,4,3]}
+PAPER_IMAGES=${PAPER_IMAGES:-10000}
+read -r -a PAPER_EXTRA <<<"${PAPER_EXTRA:-}"
+[ "$DEVICE" = cpu ] && export TRITON_INTERPRET=1  # the fused kernel on a CPU: Triton's interpreter
 read -r -a MNIST_EXTRA <<<"${MNIST_EXTRA:-}"
 read -r -a SGD_EXTRA <<<"${SGD_EXTRA:-}"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 LOG=$OUT/session.log
 GPU_SET=(--set search.rng=counter --set engine.memory_gb=40)
-BENCH=("$PY" benchmarks/search.py --device "$DEVICE" --widths 256 --images "$IMAGES" --dataset cifar10-jpeg
+BENCH=("$PY" benchmarks/search.py --device "$DEVICE" --widths "$WIDTH" --images "$IMAGES" --dataset cifar10-jpeg
        --data-root "$DATA" "${GPU_SET[@]}")
 
 stage() {  # stage NAME SECONDS STDOUT CMD...: stdout to the file STDOUT (- : the log), stderr to the log
@@ -33,7 +47,8 @@ stage() {  # stage NAME SECONDS STDOUT CMD...: stdout to the file STDOUT (- : th
 }
 
 { date -u; nvidia-smi -L; nproc; "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__,
-  torch.version.cuda, torch.cuda.get_device_name())"; git log -1 --format='%H %s' 2>/dev/null; } >>"$LOG" 2>&1
+  torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')"
+  git log -1 --format='%H %s' 2>/dev/null; } >>"$LOG" 2>&1
 
 pipeline() {  # pipeline NAME SECONDS ARGS...: `repsearch run` on the GPU; its small files come back as NAME.tgz
   local name=$1 limit=$2; shift 2
@@ -41,6 +56,7 @@ pipeline() {  # pipeline NAME SECONDS ARGS...: `repsearch run` on the GPU; its s
     "$@" --out "$OUT/runs/$name"
   (cd "$OUT/runs" && find "$name" -size -4M \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.html' \
     -o -name '*.png' -o -name '*.toml' \) | tar czf "$OUT/$name.tgz" -T -)
+  cp "$OUT/runs/$name/record.json" "$OUT/$name-record.json" 2>/dev/null
   rm -rf "$OUT/runs"
 }
 
@@ -49,6 +65,11 @@ for s in $STAGES; do
     bench-fast)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast ;;
     bench-compiled) stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled ;;
     bench-bf16)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled --set search.precision=bf16 ;;
+    bench-paper)    stage $s 170 "$OUT/$s.json" "${BENCH[@]}" --paths fast,compiled,fused --population "$BENCH_POP" \
+                      --generations "$BENCH_GENS" ;;
+    paper-cifar10) pipeline $s 330 --preset paper-cifar10 --set data.name=cifar10-jpeg --set data.subset="$PAPER_IMAGES" \
+      --seeds 1 --set 'run.augment_variants=[false]' --set 'run.supervision_variants=["all"]' \
+      --set 'engine.fused=[0,1,2]' --set 'engine.compile=[3]' "${PAPER_EXTRA[@]}" ;;
     mnist60k) pipeline $s 300 --preset cpu-mnist --set data.subset=0 "${MNIST_EXTRA[@]}" ;;
     fashion30k) pipeline $s 300 --preset cpu-fashion "${MNIST_EXTRA[@]}" ;;
     sgd-precision)

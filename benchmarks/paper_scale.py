@@ -38,13 +38,13 @@ def estimate(bench: dict, path: str, preset: str, images: int, gpus: list[int], 
     run = next(r for r in bench["results"] if r["path"] == path)
     copy_bw = bench["references"]["copy_bandwidth_bytes_per_s"]
     layers, cpu_s, gpu_floor_s, gpu_eff_s = [], 0.0, 0.0, 0.0
-    for layer, evals in zip(run["layers"], per_image):
+    for layer, evals in zip(run.get("points") or run["layers"], per_image):  # "layers": JSON written before 2026-12-04
         rate = layer["evaluations_per_s"]
         bytes_fp32 = layer["mutation_bytes_per_s"] / rate  # 8 passes of 4-byte values, as search.py counts
         nbytes = bytes_fp32 * bytes_per_value / 4
         efficiency = min(1.0, layer["mutation_bytes_per_s"] / copy_bw)
         total = evals * images
-        layers.append({"layer": layer["layer"], "evaluations": total, "evaluations_per_s": rate,
+        layers.append({"point": layer.get("point", layer.get("layer")), "evaluations": total, "evaluations_per_s": rate,
                        "bytes_per_evaluation": nbytes, "fraction_of_copy_bandwidth": efficiency})
         cpu_s += total / rate
         gpu_floor_s += total * nbytes / H100_SXM["bandwidth_bytes_per_s"]

@@ -23,6 +23,8 @@ def compare(a: Path, b: Path) -> dict:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
     result = compare(Path(sys.argv[1]), Path(sys.argv[2]))
     print(json.dumps(result, indent=2))
     sys.exit(0 if result["identical"] else 1)

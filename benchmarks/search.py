@@ -20,19 +20,24 @@ from repsearch.data import prepare  # noqa: E402
 from repsearch.errors import UserError  # noqa: E402
 from repsearch.search.engine import chunk_size, search_images  # noqa: E402
 from repsearch.search.hooks import ChunkRecorder  # noqa: E402
-from repsearch.search.pool import flops_from, images_for, open_search  # noqa: E402
+from repsearch.search.pool import images_for, open_search  # noqa: E402
+from repsearch.search.summary import flops_from  # noqa: E402
 
-# path -> (engine.fast, search.noise, engine.compile)
-PATHS = {"plain": ("false", "fresh", "[]"), "fast": ("true", "bank", "[]"), "compiled": ("true", "bank", "[0,1,2,3]")}
+# path -> (engine.fast, search.noise, engine.compile, engine.fused)
+PATHS = {"plain": ("false", "fresh", "[]", "[]"), "fast": ("true", "bank", "[]", "[]"),
+         "compiled": ("true", "bank", "[0,1,2,3]", "[]"), "fused": ("true", "bank", "[3]", "[0,1,2]")}
+SPLITS = {24: (4, 10, 10), 240: (20, 100, 120)}  # parents / explorers / refiners (240: the paper's)
 
 
-def measure(dataset, width, path, images, gens, data_root, device="cpu", overrides=()):
-    fast, noise, compiled = PATHS[path]
+def measure(dataset, width, path, images, gens, data_root, device="cpu", overrides=(), population=24):
+    fast, noise, compiled, fused = PATHS[path]
+    k, e, r = SPLITS[population]
     cfg = resolve("cpu-mnist", [f"data.name={dataset}", f"model.widths=[{width},{width},{width}]",
-                                "search.pop_size=24", "search.top_k=4", "search.n_explore=10", "search.n_refine=10",
-                                f"search.generations={gens}", f"engine.fast={fast}", f"search.noise={noise}",
-                                f"engine.compile={compiled}",
-                                "data.subset=0", *overrides], device=device, **{"data.root": data_root})
+                                f"search.pop_size={population}", f"search.top_k={k}", f"search.n_explore={e}",
+                                f"search.n_refine={r}", f"search.generations={gens}", f"engine.fast={fast}",
+                                f"search.noise={noise}", f"engine.compile={compiled}", f"engine.fused={fused}",
+                                "search.blur=[5,1,1,0]", "data.subset=0", *overrides], device=device,
+                  **{"data.root": data_root})
     prep = prepare(cfg)
     searcher = open_search(cfg, prep)
     problem, params = searcher.problem, searcher.params
@@ -57,9 +62,10 @@ def measure(dataset, width, path, images, gens, data_root, device="cpu", overrid
         size = math.prod(problem.shapes[l])
         # elementwise mutation traffic per evaluation: crossover reads 2 parents, noise, smoothing,
         # normalization and std passes: ~8 reads/writes of the representation, 4 bytes each
-        out.append({"layer": l, "evaluations_per_s": rate, "flops_per_evaluation": flops_from(problem, l),
+        out.append({"point": l, "evaluations_per_s": rate, "flops_per_evaluation": flops_from(problem, l),
                     "achieved_flops": rate * flops_from(problem, l), "mutation_bytes_per_s": rate * size * 4 * 8})
-    return {"width": width, "path": path, "chunk_images": chunk, "images": images, "layers": out}
+    return {"width": width, "path": path, "population": population, "chunk_images": chunk, "images": images,
+            "points": out}
 
 
 def _device_name(device: str) -> str:
@@ -77,7 +83,9 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; references are measured on it too")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override, key=value")
     p.add_argument("--paths", default="plain,fast,compiled", help="plain: reference engine; fast: bank noise, "
-                   "skipped identity convs; compiled: fast + one torch.compile'd graph per generation")
+                   "skipped identity convs; compiled: fast + one torch.compile'd graph per generation; fused: one "
+                   "Triton program per child at the map points (a GPU; a CPU under TRITON_INTERPRET=1)")
+    p.add_argument("--population", type=int, default=24, choices=sorted(SPLITS), help="240: the paper's")
     a = p.parse_args()
     import torch
     if a.device.startswith("cuda") and not torch.cuda.is_available():
@@ -86,8 +94,9 @@ def main():
     results = []
     for width in map(int, a.widths.split(",")):
         for path in a.paths.split(","):
-            r = measure(a.dataset, width, path, a.images, a.generations, a.data_root, a.device, a.overrides)
-            for layer in r["layers"]:
+            r = measure(a.dataset, width, path, a.images, a.generations, a.data_root, a.device, a.overrides,
+                        a.population)
+            for layer in r["points"]:
                 layer["fraction_of_matmul_peak"] = layer["achieved_flops"] / ref["matmul_peak_flops"]
                 layer["fraction_of_copy_bandwidth"] = layer["mutation_bytes_per_s"] / ref["copy_bandwidth_bytes_per_s"]
             results.append(r)
@@ -96,7 +105,7 @@ def main():
         by_path = {r["path"]: r for r in results if r["width"] == width}
         if "plain" in by_path:
             speedups[str(width)] = {path: [f["evaluations_per_s"] / p["evaluations_per_s"]
-                                           for f, p in zip(r["layers"], by_path["plain"]["layers"])]
+                                           for f, p in zip(r["points"], by_path["plain"]["points"])]
                                     for path, r in by_path.items() if path != "plain"}
     print(json.dumps({"dataset": a.dataset, "device": _device_name(a.device), "overrides": a.overrides, "references": ref, "results": results, "over_plain": speedups}, indent=2))
 

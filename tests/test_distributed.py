@@ -72,6 +72,30 @@ def test_two_ranks_share_the_chunks_and_write_the_same_bytes(single, tmp_path):
     assert (out / "summary.json").exists() and (out / "config.json").exists()
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_by_rendezvous_write_the_same_bytes_as_one_process(single, tmp_path):
+    """The multi-node launch, both nodes on this machine: two torchrun agents (--nnodes 2, one rank
+    each) meet at a c10d rendezvous on 127.0.0.1 and share the chunks; the cache is the same bytes
+    as one process writes (N nodes x 8 GPUs is the same command: docs/performance.md)."""
+    out, port = tmp_path / "nodes", free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+                               "--nproc_per_node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                               "--rdzv-id", "repsearch-test", "-m", "repsearch", *SEARCH, "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV) for rank in (0, 1)]
+    results = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, results):
+        assert node.returncode == 0, err[-3000:]
+    cache = out / "cache"
+    ranks = {json.loads(p.read_text())["rank"] for p in (cache / "chunks").glob("*.json")}
+    assert ranks == {0, 1} and same_bytes(arrays(single), arrays(cache))
+
+
 def test_two_ranks_resume_a_partial_cache_to_the_same_bytes(single, tmp_path):
     import shutil
     out = tmp_path / "resumed"

@@ -137,6 +137,11 @@ class EngineConfig:
     # Keep a point's maps in pooling-phase pixel order where the model qualifies (airbench blocks
     # 0-1): scoring pools by a max over contiguous planes (exact; speed only).
     pool_phases: bool = True
+    # Map points whose generations run fused: one Triton program per child builds it from its
+    # parents and noise, writes it once and scores it through the rest of the network (a CUDA
+    # device; on a CPU only under TRITON_INTERPRET=1). A point the kernel cannot score (not the
+    # paper's network downstream, fresh noise, bf16) runs as it would without it (search/fused.py).
+    fused: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -51,8 +51,9 @@ def validate(cfg: Config) -> None:
     validate_numbers(cfg)
     validate_model(cfg.model)
     validate_search(cfg.search)
-    if any(p < 0 for p in cfg.engine.compile):
-        raise UserError(f"engine.compile lists search points (0 = the first stage's output); got {cfg.engine.compile}")
+    for key in ("compile", "fused"):
+        if any(p < 0 for p in getattr(cfg.engine, key)):
+            raise UserError(f"engine.{key} lists search points (0 = the first stage's output); got {getattr(cfg.engine, key)}")
     if not 0 < cfg.data.val_fraction < 1:
         raise UserError(f"data.val_fraction must be in (0, 1); got {cfg.data.val_fraction}")
     for t, name in ((cfg.baseline, "baseline"), (cfg.learn, "learn")):

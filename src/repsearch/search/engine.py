@@ -115,8 +115,9 @@ def run_point(problem, point: int, pp: PointParams, params: Params, engine, stat
     """The generations at one search point, in place on `state` and `evals`."""
     b = len(y)
     settings = strategy.operator_settings(params, pp, bank, engine.fast)
-    step = _compiled_step(problem, point, phases, settings) if point in engine.compile else \
-        _eager_step(problem, point, phases, settings)
+    step = (_fused_step(problem, point, params, settings, bank, phases, engine)
+            or (_compiled_step(problem, point, phases, settings) if point in engine.compile
+                else _eager_step(problem, point, phases, settings)))
     everyone = torch.ones(b, dtype=torch.bool, device=y.device)
     for gen in range(pp.budget):
         active = (state.ce.min(1).values > pp.target_ce) if pp.target_ce > 0 else everyone
@@ -152,6 +153,20 @@ def _eager_step(problem: StagedProblem, point: int, phases: bool, settings: dict
     return step
 
 
+def _fused_step(problem: StagedProblem, point: int, params: Params, settings: dict, bank, phases: bool, engine):
+    """The fused generation (`fused`) where `engine.fused` asks for it and the point qualifies:
+    bank noise pre-smoothed for maps (no smoothing left to `ask`), natural pixel order, fp32.
+    None otherwise: the compiled or eager step runs."""
+    if point not in getattr(engine, "fused", ()) or bank is None or phases or settings["blur"] != 0 \
+            or settings["kind"] != "map" or params.smooth != "noise" or problem.precision != "fp32":
+        return None
+    from . import fused
+    plan = fused.plan_for(problem.model, point, problem.shapes)
+    if plan is None:
+        return None
+    return lambda pop, ce, labels, source, draws: fused.generation(plan, pop, ce, labels, source, draws, **settings)
+
+
 _COMPILED: dict = {}
 
 
@@ -174,7 +189,7 @@ def use_pool_phases(model, point: int, params: Params, pp: PointParams, engine, 
     mutation does no spatial work of its own (noise pre-smoothed in the bank at map-aligned
     windows) and the next stage opens with an identity conv and a pool (`fastpaths`)."""
     return (engine.pool_phases and bank is not None and params.smooth == "noise" and pp.kind == "map"
-            and pp.blur > 0 and fastpaths.phases_allowed(model, point))
+            and pp.blur > 0 and point not in getattr(engine, "fused", ()) and fastpaths.phases_allowed(model, point))
 
 
 def _pad_to_bucket(rows: torch.Tensor, chunk: int) -> torch.Tensor:

@@ -86,9 +86,10 @@ def check_against_model(cfg, shapes: list[tuple]) -> Params:
     if "engine.compile" not in explicit:  # a preset's compiled points that this model lacks are dropped
         cfg.engine.compile = [p for p in cfg.engine.compile if p < len(shapes)]
     params = Params.from_config(cfg.search, shapes, explicit)
-    bad = [p for p in cfg.engine.compile if p >= len(shapes)]
-    if bad:
-        raise UserError(f"engine.compile lists search points 0-{len(shapes) - 1} for this model; got {bad}")
+    for key in ("compile", "fused"):
+        bad = [p for p in getattr(cfg.engine, key) if p >= len(shapes)]
+        if bad:
+            raise UserError(f"engine.{key} lists search points 0-{len(shapes) - 1} for this model; got {bad}")
     check_supervise(cfg.learn.supervise, len(shapes) - 1)  # [] = every stage
     return params
 

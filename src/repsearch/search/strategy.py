@@ -127,10 +127,7 @@ def ask(pop, ce, source, draws: Draws, *, top_k, n_explore, alpha, boost, blur, 
         border="valid"):
     """Select the top-k parents and breed explorers then refiners from them (pure: the random
     numbers come in). Returns parents, their CE, and the children (B, M, *S)."""
-    k = min(top_k, pop.shape[1])
-    order = ce.topk(k, dim=1, largest=False).indices
-    parents, parent_ce = ops.gather(pop, order), ops.gather(ce, order)
-    parent_std = ops.member_std(parents, kind)
+    parents, parent_ce, parent_std = select_parents(pop, ce, top_k, kind)
     noise = draws.noise
     if source is not None:
         noise = windows(source, noise, (noise.shape[1], *pop.shape[2:]))
@@ -142,6 +139,14 @@ def ask(pop, ce, source, draws: Draws, *, top_k, n_explore, alpha, boost, blur, 
     refiners = ops.mutate(pool, pool_std, pr[:, 0], pr[:, 1], noise[:, n_explore:], alpha, blur, smooth_target, fast,
                           kind, border)
     return parents, parent_ce, torch.cat([explorers, refiners], dim=1)
+
+
+def select_parents(pop, ce, top_k: int, kind: str):
+    """Each image's top-k members by CE (lower is better), their kept CE, and the std that scales
+    their children's noise (per channel for maps)."""
+    order = ce.topk(min(top_k, pop.shape[1]), dim=1, largest=False).indices
+    parents = ops.gather(pop, order)
+    return parents, ops.gather(ce, order), ops.member_std(parents, kind)
 
 
 def tell(parents, parent_ce, children, children_ce):

@@ -1,0 +1,129 @@
+"""A fused generation for map points: each child is built where it is scored (`engine.fused`).
+
+The compiled path writes a generation's children and reads them back through several passes
+(crossover, noise, normalization, the channel std, pooling, BatchNorm, GELU, ... each a trip
+through memory). Here one Triton program per child reads its two parents' values and its noise
+window, builds the child (`strategy.ask`'s mutation, from the same draws), normalizes it, writes
+it once (children join the population), and scores it through the rest of the search network
+without writing anything map-sized again: max-pooling is taken on the raw child (it commutes
+with the positive per-sample normalization), BatchNorm in eval mode is a per-channel affine, the
+square Dirac convolutions are skipped as the engine skips them, and each later stage's output is a
+small buffer. What the search defines stays defined once: the draws come from `strategy.draw`,
+the parents from `strategy.select_parents`, the population from `strategy.tell`.
+
+A point qualifies (`plan_for`) when the rest of the network is the paper's: airbench blocks of
+depth 1 whose convolutions are marked identity, a pool, BatchNorm with running statistics, GELU,
+optionally a per-sample normalization, and the linear head; and when the noise is the bank's
+pre-smoothed maps (`search.noise = "bank"`, `search.smooth = "noise"`) in fp32. Otherwise the
+compiled or eager path runs. On a CPU the kernel runs only under Triton's interpreter
+(`TRITON_INTERPRET=1`), which is how the tests check it against the eager path.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from repsearch.errors import UserError
+from repsearch.models.airbench import Block, Head
+from repsearch.models.staged import SampleNorm
+
+from . import operators as ops
+from .strategy import Draws, select_parents, tell
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One downstream stage: pool (H, W) -> (H // 2, W // 2), BN, GELU, BN, GELU, [SampleNorm]."""
+    height: int
+    width: int
+    bn1: tuple[torch.Tensor, torch.Tensor]  # per-channel (scale, shift) of BatchNorm in eval mode
+    bn2: tuple[torch.Tensor, torch.Tensor]
+    normalized: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What scoring from a map point does, as parameters the kernel takes."""
+    channels: int
+    height: int
+    width: int
+    stages: tuple[Stage, ...]  # 0, 1 or 2 downstream stages
+    head: torch.Tensor  # (classes, features): the linear head times its scale
+
+
+def _affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """An eval-mode BatchNorm as y = scale * x + shift per channel (None: it uses batch statistics)."""
+    if bn.training or bn.running_mean is None or not bn.track_running_stats:
+        return None
+    scale = (bn.weight if bn.weight is not None else 1.0) / torch.sqrt(bn.running_var + bn.eps)
+    shift = (bn.bias if bn.bias is not None else 0.0) - bn.running_mean * scale
+    return scale.detach().float().contiguous(), shift.detach().float().contiguous()
+
+
+def _stage(module: nn.Module, height: int, width: int) -> Stage | None:
+    """A stage the kernel can score through, or None."""
+    parts = list(module) if isinstance(module, nn.Sequential) and not isinstance(module, Block) else [module]
+    block, rest = parts[0], parts[1:]
+    if not isinstance(block, Block) or len(block) != 1 or any(not isinstance(m, SampleNorm) for m in rest):
+        return None
+    group = block[0]
+    if not (group.conv1.is_identity and group.conv2.is_identity) or isinstance(group.pool, nn.Identity):
+        return None
+    bn1, bn2 = _affine(group.norm1), _affine(group.norm2)
+    if bn1 is None or bn2 is None:
+        return None
+    return Stage(height, width, bn1, bn2, normalized=bool(rest))
+
+
+def plan_for(model: nn.Module, point: int, shapes: list[tuple]) -> Plan | None:
+    """The fused plan of scoring from map point `point`, when the rest of `model` qualifies."""
+    if len(shapes[point]) != 3 or point >= len(model.stages) or not isinstance(model.head, Head):
+        return None
+    channels, height, width = shapes[point]
+    stages = []
+    for later in range(point + 1, len(model.stages)):
+        h, w = shapes[later - 1][1:]
+        stage = _stage(model.stages[later], h, w)
+        if stage is None or shapes[later][0] != channels:
+            return None
+        stages.append(stage)
+    if len(stages) > 2:
+        return None
+    head = (model.head.linear.weight * model.head.scale).detach().float().contiguous()
+    return Plan(channels, height, width, tuple(stages), head)
+
+
+def generation(plan: Plan, pop, ce, labels, source, draws: Draws, *, top_k, n_explore, alpha, boost, **_unused):
+    """One generation with the children built and scored by the kernel: the same parents, draws and
+    population as `strategy.generation` (whose other settings, fixed by `plan`, are not needed)."""
+    parents, parent_ce, parent_std = select_parents(pop, ce, top_k, "map")
+    pe, pr, offsets = draws.picks_explore, draws.picks_refine, draws.noise
+    explorers, explorer_std, explorer_ce = build_and_score(plan, parents, parent_std, pe[:, 0], pe[:, 1], source,
+                                                           offsets[:, :n_explore], alpha * boost, labels)
+    pool, pool_std = torch.cat([parents, explorers], 1), torch.cat([parent_std, explorer_std], 1)
+    refiners, _, refiner_ce = build_and_score(plan, pool, pool_std, pr[:, 0], pr[:, 1], source, offsets[:, n_explore:],
+                                              alpha, labels)
+    return tell(parents, parent_ce, torch.cat([explorers, refiners], 1), torch.cat([explorer_ce, refiner_ce], 1))
+
+
+def build_and_score(plan: Plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels):
+    """Children (B, M, C, H, W) = normalize(mean of pool[i1], pool[i2] + noise x scale x their mean
+    channel std), noise = `source` rows (pre-smoothed maps) from `offsets`; returns the children,
+    their channel std (B, M, C) and their CE (B, M) through the rest of the network."""
+    from . import fused_kernel
+    if pool.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise UserError("engine.fused runs on a CUDA device (on a CPU only under TRITON_INTERPRET=1, for tests); "
+                        "set engine.fused=[] here")
+    return fused_kernel.launch(plan, pool, pool_std, i1, i2, source, offsets, scale, labels)
+
+
+def reference(plan: Plan, pool, pool_std, i1, i2, source, offsets, scale: float):
+    """What the kernel builds, in plain torch through `operators` (the eager path's own functions)."""
+    from .noise import windows
+    b, m = offsets.shape
+    noise = windows(source, offsets, (m, plan.channels, plan.height, plan.width))
+    children = ops.mutate(pool, pool_std, i1, i2, noise, scale, 0, "noise", kind="map")
+    return children, ops.member_std(children, "map")
