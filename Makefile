@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 # cifar10-jpeg from ../shared/datasets when it exists. Never fails the build: tests skip instead.
 data: setup
 	@[ -d /usr/share/datasets/fashion-mnist ] || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1; } || echo "note: dataset-fashion-mnist not installed; its tests will skip"
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } || echo "note: chromium not installed; the report's rendering test will skip"
 	@if [ -f $(SHARED)/datasets/materialize.py ]; then $(PY) $(SHARED)/datasets/materialize.py $(DATA); else echo "note: $(SHARED)/datasets absent; MNIST/cifar10-jpeg tests will skip"; fi
 
 demo: setup

@@ -73,6 +73,7 @@ def test_the_kernel_builds_the_children_ask_builds_and_scores_them_as_the_networ
     assert torch.allclose(chstd, ops.member_std(explorers, "map"), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_fused_search_selects_what_the_eager_search_selects(setup):
     """Whole searches of 5 images through every point, fused at the three map points or not:
     the same evaluations, the same CE per image within the tolerance, the same representations."""

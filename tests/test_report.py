@@ -90,3 +90,19 @@ def test_a_sweeps_point_learners_are_learning_stages(tmp_path):
         (tmp_path / d / "metrics.jsonl").write_text("{}\n")
     found = {str(p.relative_to(tmp_path)) for p in learning_stages(tmp_path)}
     assert found == {"pop-6/learn", "gen-x1/learn", "seed0/sgd-noaug", "seed0/learn-all-noaug"}
+
+
+def test_the_report_reads_like_the_paper_units_contents_captions(finished_run):
+    """Percentages and SI units instead of raw fractions and FLOP counts, a contents list whose
+    links all land, a caption under every figure, the paper's figure beside ours where it has the dataset."""
+    page = (finished_run / "report.html").read_text()
+    assert re.search(r"<td>\d+\.\d\d%</td>", page) and re.search(r"<td>[\d.]+ [kMGTP]?FLOP</td>", page)
+    assert not re.search(r"<td>\d{8,}</td>", page)  # no bare FLOP counts
+    anchors = set(re.findall(r"id='([^']+)'", page))
+    links = re.findall(r"href='#([^']+)'", page)
+    assert "<h2>Contents</h2>" in page and links and set(links) <= anchors
+    images = len(re.findall(r"<img", page))
+    assert page.count("<p class='note'>") >= images  # a sentence under each figure (and the page's note)
+    from repsearch.report.paper import paper_figure
+    assert paper_figure("cifar10-jpeg", "sgd") == "89.1 (the paper's CIFAR-10)" and paper_figure("digits", "sgd") == "–"
+    assert paper_figure("mnist", "all") == "99.0" and paper_figure("cifar100", "skip0", augmented=True) == "69.2"
