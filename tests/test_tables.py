@@ -52,3 +52,24 @@ def test_one_seed_shows_no_spread_and_bad_directories_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "repsearch", "tables", str(one), "--out", str(tmp_path / "t")],
                        capture_output=True, text=True)
     assert r.returncode == 0 and (tmp_path / "t.md").exists() and (tmp_path / "t.tex").exists()
+
+
+def test_tables_from_committed_records_alone(tmp_path):
+    """A run's record.json carries its Tables 1-2, so tables can be rebuilt from results/ without
+    the run directory; a record without them is one line."""
+    from repsearch.config import resolve
+    from repsearch.errors import UserError
+    from repsearch.report.tables import gather, markdown
+    from repsearch.store import record
+    cell = lambda m, s: {"mean": m, "std": s, "values": [m - s, m + s]}
+    common = dict(kind="run", config=resolve("cpu-fashion").to_dict(), environment={}, seeds=[0, 1], dataset="fashion-mnist",
+                  wall_seconds=1.0, headline={})
+    record.write(tmp_path / "a" / "record.json", **common,
+                 tables={"sgd": {"noaug": cell(0.9, 0.01), "aug": cell(0.91, 0.01)}, "all": {"noaug": cell(0.88, 0.02)}})
+    g = gather([tmp_path / "a" / "record.json"])
+    assert g["columns"] == [("Fashion-MNIST (30,000 images)", 2)]
+    table1 = markdown(g).split("Table 2")[0]
+    assert "| SGD | 90.0 ± 1.0 |" in table1 and "| Search-based (All layers) | 88.0 ± 2.0 |" in table1
+    record.write(tmp_path / "b" / "record.json", **common)
+    with pytest.raises(UserError, match="holds no Tables 1-2"):
+        gather([tmp_path / "b"])

@@ -126,7 +126,7 @@ def write_record(c: Command, command: str, summary: dict, seeds: list[int] | Non
                  environment=records.environment(run.path) or {}, seeds=seeds or [cfg.seed],
                  dataset=prep.dataset.name, train_images=len(prep.split.train), test_images=len(prep.dataset.test_y),
                  wall_seconds=float(summary.get("wall_time_s", 0.0)), stage_seconds=records.stage_seconds(run.path),
-                 headline=headline, searched_ce=records.searched_ce(run.path))
+                 headline=headline, searched_ce=records.searched_ce(run.path), tables=summary.get("tables", {}))
 
 
 def print_summary(summary: dict, run) -> None:

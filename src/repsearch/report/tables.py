@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from repsearch.errors import UserError
 from repsearch.store import records
 
 LABELS = {"sgd": "SGD", "all": "Search-based (All layers)", "skip0": "Search-based (Skip block 0)"}
@@ -19,19 +20,35 @@ DISPLAY = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR
            "digits": "digits (scikit-learn)", "cifar10-jpeg": "cifar10-jpeg"}  # the JPEG copy is never "CIFAR-10"
 
 
-def column_name(results: dict, run_dir: Path) -> str:
+def column_name(results: dict, config: dict) -> str:
     """The dataset, and the number of training images when the run used a subset."""
-    subset = (records.config(run_dir) or {}).get("data", {}).get("subset", 0)
+    subset = config.get("data", {}).get("subset", 0)
     name = DISPLAY.get(results["dataset"], results["dataset"])
     return f"{name} ({subset:,} images)" if subset else name
 
 
+def _results(path: Path) -> tuple[dict, dict]:
+    """(results as results.json has them, the run's config) from a run directory or from a run
+    record (record.json, or a directory holding one and no results.json): committed records are
+    enough to rebuild the tables."""
+    from repsearch.store import record
+    path = Path(path)
+    found = path if path.name == "record.json" else path / "record.json"
+    if found.is_file() and not (path / "results.json").exists():
+        rec = record.read(found)
+        if not rec.tables:
+            raise UserError(f"{found} holds no Tables 1-2 (a 'repsearch run' record written since 2026-12-04 does)")
+        return {"dataset": rec.dataset, "seeds": len(rec.seeds), "table": rec.tables}, rec.config
+    return records.results(path), records.config(path) or {}
+
+
 def gather(run_dirs: list[Path]) -> dict:
-    """{"columns": [(name, seeds)], "tables": {aug: {method: [cell or None per column]}}}."""
+    """{"columns": [(name, seeds)], "tables": {aug: {method: [cell or None per column]}}}: each
+    source a finished `run` directory or its record."""
     columns, tables = [], {"noaug": {}, "aug": {}}
     for i, run in enumerate(run_dirs):
-        res = records.results(run)
-        columns.append((column_name(res, run), res["seeds"]))
+        res, config = _results(run)
+        columns.append((column_name(res, config), res["seeds"]))
         for method, by_aug in res["table"].items():
             for aug, cell in by_aug.items():
                 row = tables[aug].setdefault(method, [None] * len(run_dirs))

@@ -43,6 +43,8 @@ class Record(BaseModel):
     stage_seconds: dict[str, float] = {}  # each stage's own wall time, by its path in the run directory
     headline: dict[str, Scalar | list[Scalar]]  # the figures the command reports
     searched_ce: dict[str, dict[str, float]] = {}  # per target cache (path in the run): mean, p50, p90, p99, max
+    # Tables 1-2 of a `run`: method ("sgd", "all", "skip0") -> augmentation ("noaug", "aug") -> mean, std, values
+    tables: dict[str, dict[str, dict[str, float | list[float]]]] = {}
 
 
 def write(path: Path, **fields) -> Record:
@@ -51,6 +53,7 @@ def write(path: Path, **fields) -> Record:
     fields.setdefault("argv", ["repsearch", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("repsearch")
                       else list(sys.argv))
     record = Record.model_validate(fields)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(path), record.model_dump(mode="json"))
     return record
 
