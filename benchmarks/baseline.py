@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parser, references  # noqa: E402
+from common import emit, parser, references  # noqa: E402
 
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
@@ -37,7 +37,7 @@ def main():
                     "images_per_s": d["images_per_s"], "flop_bound_images_per_s": flop_bound,
                     "fraction_of_matmul_peak": d["images_per_s"] / flop_bound})
         print(json.dumps(out[-1]), file=sys.stderr, flush=True)  # progress: one line per preset
-    print(json.dumps({"references": ref, "results": out}, indent=2))
+    emit("baseline", {"references": ref, "results": out})
 
 
 if __name__ == "__main__":

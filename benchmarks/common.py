@@ -1,7 +1,11 @@
 """Reference rates measured in the benchmark's own process, so that ratios survive a noisy machine,
 and the options every benchmark shares."""
 import argparse
+import json
+import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -35,3 +39,36 @@ def parser(doc: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override, key=value")
     p.add_argument("--data-root", default="data")
     return p
+
+
+_STARTED = time.time()
+
+
+def _scalars(obj, prefix: str = "", out: dict | None = None, limit: int = 400) -> dict:
+    """A benchmark's result as flat `a.b.0.c` -> scalar entries (lists of scalars kept whole), at
+    most `limit` of them: a record's headline stays small."""
+    out = {} if out is None else out
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _scalars(v, f"{prefix}{k}.", out, limit)
+    elif isinstance(obj, list) and obj and all(isinstance(v, (int, float, str, bool)) or v is None for v in obj):
+        out[prefix.rstrip(".")] = obj
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _scalars(v, f"{prefix}{i}.", out, limit)
+    elif (isinstance(obj, (int, float, str, bool)) or obj is None) and len(out) < limit:
+        out[prefix.rstrip(".")] = obj
+    return out
+
+
+def emit(name: str, result: dict, device: str = "cpu", config: dict | None = None) -> None:
+    """Print the benchmark's JSON and write its record (`repsearch.store.record`):
+    $BENCH_RECORD, else runs/benchmarks/NAME-TIME/record.json."""
+    from repsearch.store import record
+    from repsearch.store.rundir import environment
+    print(json.dumps(result, indent=2))
+    path = Path(os.environ.get("BENCH_RECORD") or f"runs/benchmarks/{name}-{time.strftime('%Y%m%d-%H%M%S')}/record.json")
+    record.write(path, kind=f"benchmark/{name}", argv=["python", *sys.argv], config=config or {},
+                 environment=environment(device), seeds=[], wall_seconds=time.time() - _STARTED,
+                 headline=_scalars(result))
+    print(f"record: {path}", file=sys.stderr)

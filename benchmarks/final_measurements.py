@@ -8,7 +8,6 @@ against `train_from_cache`'s way (one validation forward, the jobs spread over t
 
 (the run directory is positional: torchrun would take `--run` for its own `--run-path`)
 """
-import json
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parser  # noqa: E402
+from common import emit, parser  # noqa: E402
 
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
@@ -65,9 +64,9 @@ def main():
     after, new = timed(shared)
     if distributed.is_main():
         same = old[0] == new[0] and all(abs(old[i][k] - new[i][k]) < 1e-6 for i in (1, 2) for k in old[i])
-        print(json.dumps({"ranks": distributed.world(), "threads": torch.get_num_threads(),
-                          "every_rank_all_s": before, "shared_s": after, "ratio": before / after,
-                          "same_measurements": same, "test_accuracy": new[0], **new[1], **new[2]}, indent=2))
+        emit("final_measurements", {"ranks": distributed.world(), "threads": torch.get_num_threads(),
+                                    "every_rank_all_s": before, "shared_s": after, "ratio": before / after,
+                                    "same_measurements": same, "test_accuracy": new[0], **new[1], **new[2]})
     distributed.shutdown()
 
 

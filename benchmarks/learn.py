@@ -3,13 +3,12 @@ the FLOP-bound rate at a matmul peak measured in this process.
 
     python benchmarks/learn.py [--preset quickstart] [--set key=value ...]
 """
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parser, references  # noqa: E402
+from common import emit, parser, references  # noqa: E402
 
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
@@ -31,9 +30,9 @@ def main():
         _, s = train_from_cache(prep, cfg, cache)
     flops = forward_flops(build_learner(prep, cfg), prep.dataset.shape)
     bound = ref["matmul_peak_flops"] / (3 * flops)
-    print(json.dumps({"preset": a.preset, "dataset": prep.dataset.name, "references": ref,
-                      "learn_images_per_s": s["images_per_s"], "flop_bound_images_per_s": bound,
-                      "fraction_of_matmul_peak": s["images_per_s"] / bound}, indent=2))
+    emit("learn", {"preset": a.preset, "dataset": prep.dataset.name, "references": ref,
+                   "learn_images_per_s": s["images_per_s"], "flop_bound_images_per_s": bound,
+                   "fraction_of_matmul_peak": s["images_per_s"] / bound}, config=cfg.to_dict())
 
 
 if __name__ == "__main__":

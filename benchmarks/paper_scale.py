@@ -20,6 +20,10 @@ bandwidth model, labelled as such.
 import argparse
 import json
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import emit  # noqa: E402
 
 from repsearch.config import resolve
 
@@ -75,8 +79,8 @@ def main():
         bench = json.load(f)
     if not any(r["path"] == a.path for r in bench.get("results", [])):
         sys.exit(f"paper_scale.py: {a.benchmark_json} has no '{a.path}' path; run benchmarks/search.py with --paths {a.path}")
-    print(json.dumps(estimate(bench, a.path, a.preset, a.images, [int(g) for g in a.gpus.split(",")],
-                              a.bytes_per_value), indent=2))
+    emit("paper_scale", estimate(bench, a.path, a.preset, a.images, [int(g) for g in a.gpus.split(",")],
+                                 a.bytes_per_value))
 
 
 if __name__ == "__main__":

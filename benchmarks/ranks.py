@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import emit  # noqa: E402
+
 
 def launch(stage: str, out: Path, ranks: int, threads: int, preset: str, sets: list[str], extra=()) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -58,14 +61,14 @@ def main():
         one = launch(a.stage, Path(tmp) / "one", 1, a.ranks, a.preset, a.sets, extra)
         many = launch(a.stage, Path(tmp) / "many", a.ranks, 1, a.preset, a.sets, extra)
         if a.stage != "search":
-            print(json.dumps({"stage": a.stage, "runs": [one, many], "ranks_over_threads": many["rate"] / one["rate"]}, indent=2))
+            emit("ranks", {"stage": a.stage, "runs": [one, many], "ranks_over_threads": many["rate"] / one["rate"]})
             return
         same = all(np.load(Path(tmp) / "one" / "cache" / f) .tobytes() == np.load(Path(tmp) / "many" / "cache" / f).tobytes()
                    for f in ("logits.npy", "ce.npy"))
-    print(json.dumps({"stage": a.stage, "runs": [one, many], "ranks_over_threads": many["rate"] / one["rate"],
-                      "same_logits_and_ce": same,
-                      "note": "bytes are promised only at the same threads per rank (here N vs 1): "
-                              + ("they happen to match" if same else "they differ")}, indent=2))
+    emit("ranks", {"stage": a.stage, "runs": [one, many], "ranks_over_threads": many["rate"] / one["rate"],
+                   "same_logits_and_ce": same,
+                   "note": "bytes are promised only at the same threads per rank (here N vs 1): "
+                           + ("they happen to match" if same else "they differ")})
 
 
 if __name__ == "__main__":

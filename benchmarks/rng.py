@@ -6,11 +6,15 @@ RNG's flat count is what makes a draw cost the same for 8 or 4,096 images. Print
     python benchmarks/rng.py [--images 8,64,512] [--children 10] [--shape 64,14,14]
 """
 import argparse
-import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import emit  # noqa: E402
 
 from repsearch.search.noise import per_image_rng
 
@@ -46,8 +50,7 @@ def main():
     for r in rows:  # the ratio to the other RNG at the same size, measured in this run
         other = next(o for o in rows if o["images"] == r["images"] and o["rng"] != r["rng"])
         r["time_vs_other"] = r["seconds_per_generation"] / other["seconds_per_generation"]
-    print(json.dumps({"children": a.children, "shape": shape, "threads": torch.get_num_threads(), "rows": rows},
-                     indent=2))
+    emit("rng", {"children": a.children, "shape": shape, "threads": torch.get_num_threads(), "rows": rows})
 
 
 if __name__ == "__main__":

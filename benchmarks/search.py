@@ -7,13 +7,12 @@ Prints JSON: per width and path, evaluations/s per search point, achieved FLOP/s
 peak measured here, and bytes/s of the elementwise mutation work over a copy bandwidth measured here.
 """
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import references  # noqa: E402
+from common import emit, references  # noqa: E402
 
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
@@ -107,7 +106,8 @@ def main():
             speedups[str(width)] = {path: [f["evaluations_per_s"] / p["evaluations_per_s"]
                                            for f, p in zip(r["points"], by_path["plain"]["points"])]
                                     for path, r in by_path.items() if path != "plain"}
-    print(json.dumps({"dataset": a.dataset, "device": _device_name(a.device), "overrides": a.overrides, "references": ref, "results": results, "over_plain": speedups}, indent=2))
+    emit("search", {"dataset": a.dataset, "device": _device_name(a.device), "overrides": a.overrides, "references": ref,
+                    "results": results, "over_plain": speedups}, device=a.device)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parser  # noqa: E402
+from common import emit, parser  # noqa: E402
 
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
@@ -40,12 +40,14 @@ def main():
     p.add_argument("--precisions", default="bf16,fp32")
     p.add_argument("--lrs", default="2.0")
     a = p.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for lr in map(float, a.lrs.split(",")):
             for precision in a.precisions.split(","):
                 for seed in map(int, a.seeds.split(",")):
-                    print(json.dumps(one(a.preset, a.overrides, a.data_root, a.device, seed, precision, lr, tmp)),
-                          flush=True)
+                    rows.append(one(a.preset, a.overrides, a.data_root, a.device, seed, precision, lr, tmp))
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: one line per run
+    emit("sgd_precision", {"preset": a.preset, "rows": rows}, device=a.device)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parser, references  # noqa: E402
+from common import emit, parser, references  # noqa: E402
 
 from repsearch.config import resolve  # noqa: E402
 from repsearch.data import prepare  # noqa: E402
@@ -62,8 +62,8 @@ def main():
         for kind in ("learn", "sgd"):
             r[f"{kind}_vs_eager"] = r[f"{kind}_images_per_s"] / results["eager"][f"{kind}_images_per_s"]
             r[f"{kind}_fraction_of_matmul_peak"] = r[f"{kind}_images_per_s"] * r[f"{kind}_flops_per_image"] / ref["matmul_peak_flops"]
-    print(json.dumps({"preset": a.preset, "train_images": len(prep.split.train), "epochs": a.epochs,
-                      "references": ref, "results": results}, indent=2))
+    emit("train_speed", {"preset": a.preset, "train_images": len(prep.split.train), "epochs": a.epochs,
+                         "references": ref, "results": results}, config=cfg.to_dict())
 
 
 if __name__ == "__main__":

@@ -32,3 +32,22 @@ def test_the_paper_scale_estimate_counts_the_papers_evaluations_and_divides_by_r
     assert est["gpu_minutes_estimated"]["1"]["at_measured_efficiency"] > 5 * floor_s / 60
     half = ps.estimate(bench, "compiled", "paper-cifar10", 50_000, [1], 2)
     assert half["gpu_minutes_estimated"]["1"]["at_full_bandwidth"] == pytest.approx(floor_s / 60 / 2)
+
+
+@pytest.mark.subprocess
+def test_a_benchmark_writes_a_record_beside_its_json(tmp_path):
+    """Every benchmark ends in common.emit: its JSON on stdout and a schema-checked record.json."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from repsearch.store import record
+    out = tmp_path / "rng" / "record.json"
+    r = subprocess.run([sys.executable, "benchmarks/rng.py", "--images", "8", "--children", "2", "--shape", "4,5,5"],
+                       capture_output=True, text=True, cwd=Path(__file__).parents[1], env={**os.environ, "BENCH_RECORD": str(out)})
+    assert r.returncode == 0, r.stderr
+    printed, rec = json.loads(r.stdout), record.read(out)
+    assert rec.kind == "benchmark/rng" and rec.environment["torch"]
+    assert rec.headline["rows.0.images"] == printed["rows"][0]["images"] == 8
+    assert rec.headline["rows.1.rng"] == printed["rows"][1]["rng"]
