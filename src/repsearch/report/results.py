@@ -20,7 +20,8 @@ HEADER = ("| command | dataset | training images | seeds | SGD | search-based | 
 
 def command(rec) -> str:
     """The command's settings as typed: subcommand, preset, overlays and each --set item."""
-    argv, parts, i = rec.argv, [rec.kind], 0
+    ranks = int(rec.environment.get("world_size") or 1)
+    argv, parts, i = rec.argv, [f"torchrun --nproc_per_node {ranks} -m repsearch {rec.kind}" if ranks > 1 else rec.kind], 0
     if rec.preset:
         parts.append(f"--preset {rec.preset}")
     parts += [f"--overlay {o}" for o in rec.overlays]
@@ -57,7 +58,8 @@ def row(rec, path: Path, root: Path | None = None) -> str | None:
     gap_text = f"{gap:.2f}" if n < 2 else f"{gap:.2f} ± {h.get('gap_points_std', 0.0):.2f} (max {h.get('gap_points_max', gap):.2f})"
     minutes = rec.wall_seconds / 60
     shown = path.relative_to(root) if root is not None and path.is_relative_to(root) else path
-    return (f"| {command(rec)} | {rec.dataset} | {rec.train_images:,} | {n} | {sgd} | {search} | {gap_text} | "
+    from .tables import DISPLAY
+    return (f"| {command(rec)} | {DISPLAY.get(rec.dataset, rec.dataset)} | {rec.train_images:,} | {n} | {sgd} | {search} | {gap_text} | "
             f"{minutes:.1f} min | {machine(rec.environment)} | [{shown.parent.name}]({shown}) |")
 
 

@@ -98,8 +98,9 @@ def stage_seconds(run: Path) -> dict[str, float]:
             out[str(path.parent.relative_to(run))] = float(done["wall_time_s"])
     for path in sorted(run.rglob("manifest.json")):
         done = search_summary((read_json(path) or {}).get("summary"))
-        if done:
-            out[str(path.parent.relative_to(run))] = float(sum(p["seconds"] for p in done["points"]))
+        if done:  # the last call's wall time; caches written before it was kept: the chunks' seconds, summed over ranks
+            wall = done.get("search_wall_time_s_this_call")
+            out[str(path.parent.relative_to(run))] = float(wall if wall is not None else sum(p["seconds"] for p in done["points"]))
     return out
 
 
