@@ -98,6 +98,7 @@ def test_the_report_reads_like_the_paper_units_contents_captions(finished_run):
     page = (finished_run / "report.html").read_text()
     assert re.search(r"<td>\d+\.\d\d%</td>", page) and re.search(r"<td>[\d.]+ [kMGTP]?FLOP</td>", page)
     assert not re.search(r"<td>\d{8,}</td>", page)  # no bare FLOP counts
+    assert "<td>wall time</td>" in page and "wall time s" not in page  # the value carries the unit
     anchors = set(re.findall(r"id='([^']+)'", page))
     links = re.findall(r"href='#([^']+)'", page)
     assert "<h2>Contents</h2>" in page and links and set(links) <= anchors

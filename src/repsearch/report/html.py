@@ -21,7 +21,7 @@ from . import figures
 from .paper import SUMMARY_KEYS, paper_figure
 from .plots import plt, point_title
 from .tables import LABELS
-from .units import readable
+from .units import label, readable
 
 CAPTIONS = {
     "search": "Mean best and mean population cross-entropy per generation at each search point: the search "
@@ -89,7 +89,7 @@ def header(run: Path) -> str:
                      f"{env.get('cpu_count')} CPUs; started {env.get('time')}</p>")
     if summary:
         dataset = (cfg or {}).get("data", {}).get("name", "")
-        flat = [[k.replace("_", " "), readable(k, v), paper_figure(dataset, SUMMARY_KEYS[k]) if k in SUMMARY_KEYS else ""]
+        flat = [[label(k), readable(k, v), paper_figure(dataset, SUMMARY_KEYS[k]) if k in SUMMARY_KEYS else ""]
                 for k, v in summary.items() if not isinstance(v, (list, dict))]
         parts.append(f"<h3 id='{_anchor(run, 'summary')}'>Summary</h3>" + _table(["figure", "value", "the paper (%)"], flat))
     else:

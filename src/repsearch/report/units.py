@@ -23,6 +23,14 @@ def duration(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
+def label(key: str) -> str:
+    """'wall_time_s' -> 'wall time': the value carries its unit, so the label does not."""
+    for suffix in ("_s", "_seconds"):
+        if key.endswith(suffix) and not key.endswith("per_s"):
+            key = key[: -len(suffix)]
+    return key.replace("_", " ")
+
+
 def readable(key: str, value) -> str:
     """A summary figure as text, by what its key says it measures."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
