@@ -72,6 +72,13 @@ def tables_args(p):
 
 
 def cmd_results(args) -> int:
+    if args.update:
+        from repsearch.report.embedded import update
+        for doc in args.update:
+            print(f"results: {doc}: {update(Path(doc))} generated block(s) rewritten from their records")
+        return 0
+    if not args.paths or not args.out:
+        raise UserError("repsearch results needs DIR... --out FILE.md, or --update FILE... to rewrite a document's tables")
     from repsearch.report.results import write_results
     out = write_results(args.paths, Path(args.out))
     print(out.read_text())
@@ -80,5 +87,7 @@ def cmd_results(args) -> int:
 
 
 def results_args(p):
-    p.add_argument("paths", nargs="+", metavar="DIR", help="directories searched for record.json (e.g. results/), or records")
-    p.add_argument("--out", required=True, help="the Markdown file to write")
+    p.add_argument("paths", nargs="*", metavar="DIR", help="directories searched for record.json (e.g. results/), or records")
+    p.add_argument("--out", help="the Markdown file to write")
+    p.add_argument("--update", nargs="+", metavar="FILE", help="rewrite the generated tables embedded in these documents "
+                   "(e.g. README.md docs/evidence.md) from the records they name; run from the repository root")

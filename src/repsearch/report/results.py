@@ -1,8 +1,7 @@
 """`repsearch results DIR... --out FILE.md`: the results tables, rendered from run records only.
 
-Every number in the README's results table and in docs/evidence.md's tables comes from a
-committed record under `results/` through this module, and a test re-renders them and fails when
-a number there has no record or differs from it. A row names its command (preset, overlays and
+Every number in the README's results table comes from a committed record under `results/`
+through this module (embedded and checked by `report.embedded`). A row names its command (preset, overlays and
 `--set` items, as typed), the machine and the record it came from.
 """
 from __future__ import annotations
@@ -112,24 +111,3 @@ def write_results(paths, out: Path, root: Path | None = None) -> Path:
     from repsearch.store.atomic import atomic_write_text
     atomic_write_text(Path(out), table(paths, root))
     return Path(out)
-
-
-BEGIN, END = "<!-- results: begin (repsearch results results/ --out FILE; do not edit by hand) -->", "<!-- results: end -->"
-
-
-def embedded(text: str) -> str | None:
-    """The results table a document embeds between the BEGIN and END markers (None: no markers)."""
-    if BEGIN not in text or END not in text:
-        return None
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
-
-
-def stale_rows(text: str, paths) -> list[str]:
-    """The embedded table's rows that no record renders to (a number changed by hand, a record
-    missing), and the records' rows it lacks; [] when the document is what the records say."""
-    shown = embedded(text)
-    if shown is None:
-        return ["the document has no results table between the markers"]
-    want = set(table(paths).splitlines())
-    have = set(shown.splitlines())
-    return [f"not from any record: {r}" for r in sorted(have - want)] + [f"missing: {r}" for r in sorted(want - have)]
