@@ -122,6 +122,15 @@ def test_scaling_and_diversity_commands_write_json_and_png(tmp_path):
     for curve in diversity["blocks"].values():
         for point in curve:
             assert point["n_eff"] is None or 1 - 1e-6 <= point["n_eff"] <= point["runs"] + 1e-6
+    # the records keep each study's curves, and the figures' tables render from the records alone
+    from repsearch.report.figure_tables import markdown
+    from repsearch.store import record
+    assert record.read(tmp_path / "s" / "record.json").study == scaling
+    assert record.read(tmp_path / "d" / "record.json").study == diversity
+    text = markdown([tmp_path / "d", tmp_path / "s"])
+    first = scaling["blocks"]["0"]["population"][0]["mean_best_ce"]
+    assert "| block | population 6 | population 12 |" in text and f"| 0 | {first:.3g} |" in text
+    assert "| block | 1 run | 2 runs | 3 runs |" in text
     r = cli_in_process("diversity", "--preset", "quickstart", "--runs", "0", "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and not (tmp_path / "bad").exists()
 

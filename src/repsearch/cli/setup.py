@@ -104,15 +104,27 @@ def shared_run_dir(args, command: str, cfg):
     return run if run is not None else RunDir(path, {}, cfg.device, write=False)
 
 
-def finish(c: Command, command: str, figures: dict, seeds: list[int] | None = None) -> dict:
-    """The end of every working command: summary.json, record.json, and the figures printed."""
+def finish(c: Command, command: str, figures: dict, seeds: list[int] | None = None, study: dict | None = None) -> dict:
+    """The end of every working command: summary.json, record.json, and the figures printed.
+    `study`: a study's whole result, kept in the record when it is small (STUDY_BYTES)."""
     summary = c.run.summary(figures)
-    write_record(c, command, summary, seeds)
+    write_record(c, command, summary, seeds, study)
     print_summary(summary, c.run)
     return summary
 
 
-def write_record(c: Command, command: str, summary: dict, seeds: list[int] | None = None) -> None:
+STUDY_BYTES = 40_000  # a record stays well under 100 KB with its config and environment
+
+
+def _small_study(study: dict | None) -> dict:
+    """The study's result as JSON values when it fits in STUDY_BYTES, else {} (its own file keeps it)."""
+    if not study:
+        return {}
+    text = json.dumps(study, default=str)
+    return json.loads(text) if len(text) <= STUDY_BYTES else {}
+
+
+def write_record(c: Command, command: str, summary: dict, seeds: list[int] | None = None, study: dict | None = None) -> None:
     """RUN/record.json (`store.record`): the command, config, environment, stage times and the
     summary's figures (rank 0)."""
     if not distributed.is_main():
@@ -126,7 +138,8 @@ def write_record(c: Command, command: str, summary: dict, seeds: list[int] | Non
                  environment=records.environment(run.path) or {}, seeds=seeds or [cfg.seed],
                  dataset=prep.dataset.name, train_images=len(prep.split.train), test_images=len(prep.dataset.test_y),
                  wall_seconds=float(summary.get("wall_time_s", 0.0)), stage_seconds=records.stage_seconds(run.path),
-                 headline=headline, searched_ce=records.searched_ce(run.path), tables=summary.get("tables", {}))
+                 headline=headline, searched_ce=records.searched_ce(run.path), tables=summary.get("tables", {}),
+                 study=_small_study(study))
 
 
 def print_summary(summary: dict, run) -> None:

@@ -22,7 +22,7 @@ def _experiment(args, command: str, fn, multi_process: bool = False, check=None,
     result = fn(c.prep, c.cfg, out_dir=c.run.path, **kw)
     if distributed.is_main():
         print(json.dumps(result.get("blocks", result), indent=2, default=str)[:4000])
-    finish(c, command, {"dataset": c.prep.dataset.name, **{k: v for k, v in result.items() if k != "blocks"}})
+    finish(c, command, {"dataset": c.prep.dataset.name, **{k: v for k, v in result.items() if k != "blocks"}}, study=result)
     return 0
 
 

@@ -45,6 +45,9 @@ class Record(BaseModel):
     searched_ce: dict[str, dict[str, float]] = {}  # per target cache (path in the run): mean, p50, p90, p99, max
     # Tables 1-2 of a `run`: method ("sgd", "all", "skip0") -> augmentation ("noaug", "aug") -> mean, std, values
     tables: dict[str, dict[str, dict[str, float | list[float]]]] = {}
+    # A study's own result (what scaling.json, diversity.json, sweep.json ... hold) when it is small:
+    # the curves of Figures 2-4 re-derivable from the record alone
+    study: dict[str, Any] = {}
 
 
 def write(path: Path, **fields) -> Record:
