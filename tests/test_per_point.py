@@ -76,4 +76,7 @@ def test_outside_models_with_2_and_5_stages_run_through_the_presets_with_no_per_
     for p in manifest["summary"]["points"]:
         assert p["ce_end"] < p["ce_start"], p
     summary = json.loads((out / "summary.json").read_text())
+    print(f"\n{preset} {factory}: CE first -> last per point "  # the figures, for `pytest -s`
+          + ", ".join(f"{p['ce_start']:.3g} -> {p['ce_end']:.3g}" for p in manifest["summary"]["points"])
+          + f"; SGD {summary['sgd_test_accuracy']:.4f}, search-based {summary['search_test_accuracy']:.4f}")
     assert summary["search_test_accuracy"] > 0.5 and summary["sgd_test_accuracy"] > 0.2, summary
