@@ -20,7 +20,8 @@ def begin(kind: str, paths: list[str]) -> str:
 
 
 def render(kind: str, paths: list[str]) -> str:
-    """What `repsearch results PATHS` or `repsearch tables PATHS` renders (Markdown); `figures`:
+    """What `repsearch results PATHS` or `repsearch tables PATHS` renders (Markdown; a table's
+    columns are followed by what each run reduces of the paper's settings); `figures`:
     the numbers of the scaling and diversity records at PATHS (Figures 2-3)."""
     if kind == "results":
         from .results import table
@@ -28,8 +29,11 @@ def render(kind: str, paths: list[str]) -> str:
     if kind == "figures":
         from .figure_tables import markdown as figure_markdown
         return figure_markdown(paths)
+    from repsearch.store import record
+    from .results import departures
     from .tables import gather, markdown
-    return markdown(gather([Path(p) for p in paths]))
+    notes = [f"- {departures(record.read(p))}" for p in record.find([Path(p) for p in paths])]
+    return markdown(gather([Path(p) for p in paths])) + "\n" + "\n".join(notes) + "\n"
 
 
 def blocks(text: str) -> list[tuple[str, list[str], str]]:
