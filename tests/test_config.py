@@ -65,12 +65,16 @@ def _flat(d, prefix=""):
     return out
 
 
-def literal_departures(preset: str, kept=None) -> dict:
+# What `--overlay paper_literal` may leave as the preset has it: the data the preset is for and
+# its network's width (the issue's rule), and how it runs and logs (never part of a result).
+MAY_KEEP = ("data", "model.widths", "engine", "log")
+
+
+def literal_departures(preset: str, kept=MAY_KEEP) -> dict:
     """Derived from the code, not from a list: the settings in which `preset --overlay paper_literal`
     differs from the paper's own preset for its dataset under the same overlay, other than what the
-    overlay keeps (data, width, engine, loggers); {} when the overlay made the preset the paper's."""
-    from repsearch.config.assemble import KEPT_BY_PAPER_LITERAL, PAPER_PRESET
-    kept = KEPT_BY_PAPER_LITERAL if kept is None else kept
+    overlay may keep (MAY_KEEP); {} when the overlay made the preset the paper's."""
+    from repsearch.config.assemble import PAPER_PRESET
     keeps = lambda k: any(k == x or k.startswith(x + ".") for x in kept)
     literal = _flat(C.resolve(preset, overlays=["paper_literal"]).to_dict())
     paper = _flat(C.resolve(PAPER_PRESET[literal["data.name"]], overlays=["paper_literal"]).to_dict())
