@@ -135,7 +135,8 @@ def neuroevolution_args(p):
     p.add_argument("--es-sigma", type=float, default=0.01, help="baseline: ES perturbation scale")
     p.add_argument("--es-lr", type=float, default=0.01, help="baseline: Adam step size")
     p.add_argument("--es-batch", type=int, default=100, help="baseline: images in each generation's fitness")
-    p.add_argument("--budget-scale", type=float, default=1.0, help="baseline: ES FLOPs as a multiple of the search's")
+    p.add_argument("--budget-scale", type=float, default=0.5, help="baseline: ES forward passes as a multiple of the "
+                   "search's evaluations (the equal-compute comparison: 1, about 4 minutes at --preset quickstart)")
 
 
 def diversity_args(p):
