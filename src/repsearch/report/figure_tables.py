@@ -11,6 +11,8 @@ from pathlib import Path
 from repsearch.errors import UserError
 from repsearch.store import record as record_mod
 
+from .tables import DISPLAY
+
 
 def _ce(value: float) -> str:
     return f"{value:.3g}" if value >= 1e-4 else f"{value:.1e}"
@@ -23,7 +25,7 @@ def _scaling(rec) -> list[str]:
         values = [r[key] for r in next(iter(s["blocks"].values()))[axis]]
         held = (f"generations per block as the preset ({', '.join(map(str, s['config_generations']))})"
                 if axis == "population" else f"population {s['config_population']}")
-        out += [f"Mean best cross-entropy (nats) against {label}, {held}; {s['images']:,} {rec.dataset} training images.", "",
+        out += [f"Mean best cross-entropy (nats) against {label}, {held}; {s['images']:,} {DISPLAY.get(rec.dataset, rec.dataset)} training images.", "",
                 f"| block | " + " | ".join(f"{label} {v}" for v in values) + " |", "|---|" + "---|" * len(values)]
         out += [f"| {b} | " + " | ".join(_ce(r["mean_best_ce"]) for r in v[axis]) + " |" for b, v in s["blocks"].items()]
         out.append("")
@@ -33,7 +35,7 @@ def _scaling(rec) -> list[str]:
 def _diversity(rec) -> list[str]:
     s = rec.study
     runs = s["runs"]
-    out = [f"N_eff of the kept solutions against independent runs; {s['images']:,} {rec.dataset} training images, "
+    out = [f"N_eff of the kept solutions against independent runs; {s['images']:,} {DISPLAY.get(rec.dataset, rec.dataset)} training images, "
            f"filter '{s['keep']}'.", "", "| block | " + " | ".join(f"{k} run{'s' if k > 1 else ''}" for k in range(1, runs + 1)) + " |",
            "|---|" + "---|" * runs]
     for b, curve in s["blocks"].items():

@@ -4,9 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+class PlainLogFormatter(matplotlib.ticker.LogFormatter):
+    """Log-axis labels written plainly (0.6, 2) where matplotlib writes 6e-01; it still decides
+    which minor ticks get one."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
 
 
 def save(fig, path: Path, dpi: int = 120, integer_x=(), legends=()) -> None:
@@ -53,10 +62,16 @@ def plot_xy(series: dict, xlabel: str, ylabel: str, path: Path, logx: bool = Fal
         ax.plot(xs, ys, marker="o", label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    if logx:
+    if logx:  # ticks at the measured values, written plainly (12, 24, 60 rather than 2x10^1)
+        from matplotlib.ticker import NullLocator
         ax.set_xscale("log")
+        xs_all = sorted({x for xs, _ in series.values() for x in xs})
+        ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
+        ax.xaxis.set_minor_locator(NullLocator())
     if logy:
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     if title:
         ax.set_title(title)
     ax.legend()
