@@ -40,9 +40,12 @@ def _diversity(rec) -> list[str]:
            "|---|" + "---|" * runs]
     for b, curve in s["blocks"].items():
         out.append(f"| {b} | " + " | ".join("–" if c["n_eff"] is None else f"{c['n_eff']:.2f}" for c in curve) + " |")
-    kept = [f"{100 * f:.0f}%" for f in s["p_correct_fraction"]]
-    out += ["| kept (final p(correct) > 0.5) | " + " | ".join(kept) + " |", ""]
-    return out
+    pct = lambda fractions: " | ".join(f"{100 * f:.1f}%" for f in fractions)
+    if s["keep"] == "block":  # each block's solutions pass or fail on their own
+        out += [f"| kept at block {b} (its own p(correct) > 0.5) | {pct(f)} |" for b, f in s["p_correct_fraction_per_block"].items()]
+    else:
+        out.append(f"| kept (the run's final p(correct) > 0.5) | {pct(s['p_correct_fraction'])} |")
+    return out + [""]
 
 
 RENDER = {"scaling": _scaling, "diversity": _diversity}
