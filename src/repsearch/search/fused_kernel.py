@@ -49,6 +49,16 @@ def _stage_ops(x, chan, cmask, s1, t1, s2, t2):
 
 
 @triton.jit
+def _stage_to_buffer(best, mean, rstd, m2, chan, cmask, s1, t1, s2, t2, dst):
+    """A downstream stage on a pooled tile (normalized by the previous map's statistics; masked
+    places are 0), stored at `dst`; returns its sum and sum of squares for the next normalization."""
+    y = _stage_ops((tl.where(m2, best, mean) - mean) * rstd, chan, cmask, s1, t1, s2, t2)
+    y = tl.where(m2, y, 0.0)
+    tl.store(dst, y, mask=m2)
+    return tl.sum(tl.sum(y, axis=1), axis=0), tl.sum(tl.sum(y * y, axis=1), axis=0)
+
+
+@triton.jit
 def build_score(pool, std, i1, i2, bank, offsets, labels, scale,
                 child_out, chstd_out, ce_out, chstats, buf1, buf2, left,
                 s11, t11, s12, t12, s21, t21, s22, t22, head,
@@ -115,11 +125,10 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, scale,
                  mask=cmask[:, None] & lmask[None, :])
         if N_STAGES >= 1:
             m2 = cmask[:, None] & qmask[None, :]
-            y = _stage_ops((tl.where(m2, best, mean) - mean) * rstd, chan, cmask, s11, t11, s12, t12)
-            y = tl.where(m2, y, 0.0)
-            tl.store(buf1 + pid * C * P1_PAD + chan[:, None] * P1_PAD + q[None, :], y, mask=m2)
-            s_sum += tl.sum(tl.sum(y, axis=1), axis=0)
-            s_sq += tl.sum(tl.sum(y * y, axis=1), axis=0)
+            ys, yq = _stage_to_buffer(best, mean, rstd, m2, chan, cmask, s11, t11, s12, t12,
+                                      buf1 + pid * C * P1_PAD + chan[:, None] * P1_PAD + q[None, :])
+            s_sum += ys
+            s_sq += yq
     tl.debug_barrier()
     # 3. the second downstream stage, from the first one's buffer
     n1 = tl.maximum(C * H1 * W1, 1)  # (no stage there: its statistics are unused)
@@ -148,11 +157,10 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, scale,
                     v = tl.load(buf1 + pid * C * P1_PAD + chan[:, None] * P1_PAD + src[None, :], mask=m2,
                                 other=float("-inf"))
                     best = tl.maximum(best, v)
-            y = _stage_ops((tl.where(m2, best, m1) - m1) * r1, chan, cmask, s21, t21, s22, t22)
-            y = tl.where(m2, y, 0.0)
-            tl.store(buf2 + pid * C * P2_PAD + chan[:, None] * P2_PAD + u[None, :], y, mask=m2)
-            t_sum += tl.sum(tl.sum(y, axis=1), axis=0)
-            t_sq += tl.sum(tl.sum(y * y, axis=1), axis=0)
+            ys, yq = _stage_to_buffer(best, m1, r1, m2, chan, cmask, s21, t21, s22, t22,
+                                      buf2 + pid * C * P2_PAD + chan[:, None] * P2_PAD + u[None, :])
+            t_sum += ys
+            t_sq += yq
     tl.debug_barrier()
     n2 = tl.maximum(C * H2 * W2, 1)
     m2n = t_sum / n2
