@@ -53,6 +53,11 @@ for part in $PARTS; do
       for d in mnist cifar10; do
         [ -f "runs/evidence-diversity-$d/diversity.png" ] && cp "runs/evidence-diversity-$d/diversity.png" "docs/figures/evidence-$d-figure3.png"
       done
+      for d in mnist fashion cifar10; do  # Figures 5-7 of each Tables run
+        run="runs/evidence-cpu-$d-$SIZE"
+        [ -f "$run/figure5_cosine_distance.png" ] && cp "$run/figure5_cosine_distance.png" "docs/figures/evidence-$d-figure5.png" && \
+          cp "$run/figure6_7_collision_entropy.png" "docs/figures/evidence-$d-figure6-7.png"
+      done
       $RS results --update docs/evidence.md README.md ;;
     report)
       existing=$(for r in $TABLE_RUNS runs/evidence-sweep-mnist $STUDY_RUNS; do [ -d "$r" ] && echo "$r"; done)
