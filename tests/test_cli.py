@@ -68,6 +68,7 @@ def test_paper_literal_run_end_to_end(tmp_path):
     stage = {name: json.loads((out / "seed0" / name / "summary.json").read_text()) for name in ("sgd-noaug", "learn-all-noaug")}
     assert summary["sgd_test_accuracy"] == stage["sgd-noaug"]["test_accuracy"]  # the headline is the stages' figure
     assert summary["search_test_accuracy"] == stage["learn-all-noaug"]["test_accuracy"]
+    assert summary["sgd_depth_per_seed"] == [stage["sgd-noaug"]["best_depth"]] and stage["sgd-noaug"]["best_depth"] in (1, 2, 3)
     assert stage["sgd-noaug"]["test_images"] == 359  # digits' fixed 20% test split
     cache = json.loads((out / "seed0" / "cache" / "manifest.json").read_text())
     assert cache["dtype"] == "float32" and cache["config"]["search"]["noise"] == "fresh"  # the literal switches ran

@@ -41,6 +41,7 @@ def _population(problem, point, b, p, seed=0):
     return sample_normalize(torch.randn(b * p, *problem.shapes[point], generator=g)).reshape(b, p, *problem.shapes[point])
 
 
+@pytest.mark.slow  # the Triton interpreter: ~17 s here, in `make test` (CI), not the edit-test loop
 @pytest.mark.parametrize("point", [0, 1, 2])
 def test_the_kernel_builds_the_children_ask_builds_and_scores_them_as_the_network_does(setup, point):
     """Same draws -> the same children as strategy.ask (fp32 rounding), their channel std as

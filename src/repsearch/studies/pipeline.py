@@ -112,6 +112,7 @@ def run_pipeline(cfg, root: Path) -> dict:
         "sgd_test_accuracy_std": sgd["std"], "search_test_accuracy_std": learned["std"],
         "gap_points_std": statistics.stdev(gaps) if len(gaps) > 1 else 0.0, "gap_points_max": max(gaps),
         "sgd_test_accuracy_per_seed": sgd["values"], "search_test_accuracy_per_seed": learned["values"],
+        "sgd_depth_per_seed": [s["sgd"][a].get("best_depth") for s in seeds],  # the depth validation chose
         "tables": results["table"],  # Tables 1-2: every method and augmentation (kept in record.json)
         "search_probe_last_block": statistics.mean(s["learn"][f"{v}-{a}"][f"probe_block{last}"] for s in seeds),
         "searched_ce_mean": statistics.mean(s["search"]["searched_ce_mean"] for s in seeds),
