@@ -66,3 +66,11 @@ def test_a_damaged_record_is_one_line(tmp_path):
     bad.write_text('{"schema_version": 1, "kind": "run"}')
     with pytest.raises(UserError, match="is not a valid record"):
         record.read(bad)
+
+
+def test_a_rows_note_says_what_it_reduces_and_what_it_keeps_of_the_papers_settings():
+    from repsearch.report.results import departures
+    note = departures(record.read(ROOT / "results" / "cpu-mnist" / "record.json"))
+    reduced, kept = note.split("; keeps the paper's ")
+    assert "against `paper-mnist`" in reduced and "population 12 (240)" in reduced and "width [64, 64, 64] ([256, 256, 256])" in reduced
+    assert "SGD depths" in kept and "alpha" in kept and "SGD depths" not in reduced

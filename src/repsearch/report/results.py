@@ -79,7 +79,8 @@ def _get(config: dict, key: str):
 
 def departures(rec) -> str:
     """What a row's command reduces or adds against the paper's settings for its dataset (Appendix A;
-    for datasets the paper does not use, the nearest it does), computed from the record's config."""
+    for datasets the paper does not use, the nearest it does), and which of them it keeps, in one
+    line computed from the record's config."""
     from repsearch.config import resolve
     from repsearch.config.assemble import PAPER_PRESET
     paper_name = PAPER_PRESET.get(rec.dataset)
@@ -88,10 +89,12 @@ def departures(rec) -> str:
     paper = resolve(paper_name).to_dict()
     diffs = [f"{label} {_get(rec.config, key)} ({_get(paper, key)})" for key, label in COMPARED
              if _get(rec.config, key) != _get(paper, key)]
+    kept = [label for key, label in COMPARED if _get(rec.config, key) == _get(paper, key)]
     subset = rec.config["data"]["subset"]
     images = f"{subset:,} training images (holdout included)" if subset else "every training image"
     return (f"{command(rec)}: {images}; against `{paper_name}` (the paper's, in parentheses): "
-            + ("; ".join(diffs) if diffs else "the paper's settings"))
+            + ("; ".join(diffs) if diffs else "the paper's settings")
+            + (f"; keeps the paper's {', '.join(kept)}" if kept and diffs else ""))
 
 
 def table(paths, root: Path | None = None) -> str:
