@@ -9,17 +9,19 @@
 # `bench-paper` (evaluations/s per point of the fast, compiled and fused paths at the paper's width
 # and population 240 on cifar10-jpeg), `paper-cifar10` (the paper's CIFAR-10 protocol on
 # PAPER_IMAGES training images of cifar10-jpeg: search with the fused map points, SGD at 1x/2x/3x,
-# the All-layers learner, no augmentation, the paper's learning settings; full test set).
+# the All-layers learner, no augmentation, the paper's learning settings; full test set),
+# `fused-tiles` (benchmarks/fused_tiles.py: the fused generation per kernel tiling against eager, at
+# the points in TILE_POINTS, default 0).
 # Dry run on a CPU first, at toy size (the fused kernel runs under Triton's interpreter there):
-#   DEVICE=cpu IMAGES=2 WIDTH=8 BENCH_POP=24 BENCH_GENS=[1,1,1,1] PAPER_IMAGES=40 \
+#   DEVICE=cpu IMAGES=2 WIDTH=8 BENCH_POP=24 BENCH_GENS=[1,1,1,1] PAPER_IMAGES=40 TILE_IMAGES=2 TILES=0x4 \
 #     PAPER_EXTRA="--overlay tiny --set search.generations=[1,1,1,1] --set engine.chunk_images=8 --set learn.batch_size=10 \
-#     --set baseline.batch_size=10" bash benchmarks/cuda_session.sh /tmp/dry data "bench-paper paper-cifar10"
+#     --set baseline.batch_size=10" bash benchmarks/cuda_session.sh /tmp/dry data "fused-tiles bench-paper paper-cifar10"
 # On CUDA the search draws from counter streams (`search.rng=counter`: per-image torch.Generators
 # would cost a kernel launch per image per draw) and sizes chunks from `engine.memory_gb`.
 set -uo pipefail
 OUT=${1:?usage: cuda_session.sh OUT_DIR [DATA_ROOT] [STAGES]}
 DATA=${2:-data}
-STAGES=${3:-bench-paper paper-cifar10 tests}
+STAGES=${3:-fused-tiles bench-paper paper-cifar10}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}   # DEVICE=cpu IMAGES=8 MNIST_EXTRA="--set data.subset=600": a smoke test of this script
 IMAGES=${IMAGES:-2048}
@@ -27,6 +29,8 @@ WIDTH=${WIDTH:-256}
 BENCH_POP=${BENCH_POP:-240}
 BENCH_GENS=${BENCH_GENS:-[6,4,4,3]}
 PAPER_IMAGES=${PAPER_IMAGES:-10000}
+TILE_POINTS=${TILE_POINTS:-0}
+TILES=${TILES:-0x4,8x4,32x8,8x2}
 read -r -a PAPER_EXTRA <<<"${PAPER_EXTRA:-}"
 [ "$DEVICE" = cpu ] && export TRITON_INTERPRET=1  # the fused kernel on a CPU: Triton's interpreter
 read -r -a MNIST_EXTRA <<<"${MNIST_EXTRA:-}"
@@ -47,7 +51,8 @@ stage() {  # stage NAME SECONDS STDOUT CMD...: stdout to the file STDOUT (- : th
 }
 
 { date -u; nvidia-smi -L; nproc; "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__,
-  torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')"
+  torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')
+  import triton; print('triton', triton.__version__)"
   git log -1 --format='%H %s' 2>/dev/null; } >>"$LOG" 2>&1
 
 pipeline() {  # pipeline NAME SECONDS ARGS...: `repsearch run` on the GPU; its small files come back as NAME.tgz
@@ -62,6 +67,8 @@ pipeline() {  # pipeline NAME SECONDS ARGS...: `repsearch run` on the GPU; its s
 
 for s in $STAGES; do
   case $s in
+    fused-tiles)    stage $s 110 "$OUT/$s.json" "$PY" benchmarks/fused_tiles.py --device "$DEVICE" --width "$WIDTH" \
+                      --images "${TILE_IMAGES:-102}" --population "$BENCH_POP" --points "$TILE_POINTS" --tiles "$TILES" ;;
     bench-fast)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast ;;
     bench-compiled) stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled ;;
     bench-bf16)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled --set search.precision=bf16 ;;

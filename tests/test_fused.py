@@ -61,17 +61,23 @@ def test_the_kernel_builds_the_children_ask_builds_and_scores_them_as_the_networ
     source = strategy.noise_source(params, pp, pop.shape, bank, False)
     parents, parent_ce, children = strategy.ask(pop, ce, source, draws, **settings)
     new_pop, new_ce = fused.generation(plan, pop, ce, y, source, draws, **settings)
-    k = params.top_k
+    k, ne = params.top_k, params.n_explore
     assert torch.equal(new_pop[:, :k], parents) and torch.equal(new_ce[:, :k], parent_ce)
-    assert torch.allclose(new_pop[:, k:], children, atol=1e-5), (new_pop[:, k:] - children).abs().max()
     assert (new_ce[:, k:] - problem.score(point, children, y)).abs().max() < CE_TOLERANCE
+    # written: every explorer (refiners breed from them) and the refiners the search reads next
+    assert torch.allclose(new_pop[:, k:k + ne], children[:, :ne], atol=1e-5)
+    kept = torch.cat([strategy.parent_order(new_ce, k), new_ce.argmin(1, keepdim=True)], 1)
+    rows = torch.arange(len(y))[:, None]
+    assert (kept >= k + ne).any(), "the fixture keeps no refiner: the check below would be empty for them"
+    everyone = torch.cat([parents, children], 1)
+    assert torch.allclose(new_pop[rows, kept], everyone[rows, kept], atol=1e-5), (new_pop[rows, kept] -
+                                                                                 everyone[rows, kept]).abs().max()
     # the explorers' channel std the refiners were bred with
-    explorers = children[:, :params.n_explore]
-    _, chstd, _ = fused.build_and_score(plan, parents, strategy.select_parents(pop, ce, k, "map")[2],
-                                        draws.picks_explore[:, 0], draws.picks_explore[:, 1], source,
-                                        draws.noise[:, :params.n_explore], settings["alpha"] * settings["boost"], y)
+    _, chstd = fused.build_and_score(plan, parents, strategy.select_parents(pop, ce, k, "map")[2],
+                                     draws.picks_explore[:, 0], draws.picks_explore[:, 1], source,
+                                     draws.noise[:, :ne], settings["alpha"] * settings["boost"], y)
     from repsearch.search import operators as ops
-    assert torch.allclose(chstd, ops.member_std(explorers, "map"), atol=1e-5)
+    assert torch.allclose(chstd, ops.member_std(children[:, :ne], "map"), atol=1e-5)
 
 
 @pytest.mark.slow
@@ -103,7 +109,25 @@ def test_points_the_kernel_cannot_score_fall_back(setup):
 
 
 def test_leftover_pixels_are_what_no_pooling_window_covers():
-    from repsearch.search.fused_kernel import leftover_pixels
+    from repsearch.search.fused_layout import leftover_pixels
     assert leftover_pixels(4, 4).tolist() == []
     assert leftover_pixels(3, 3).tolist() == [2, 5, 6, 7, 8]
     assert len(leftover_pixels(15, 15)) == 15 + 14 and len(leftover_pixels(1, 1)) == 1
+
+
+@pytest.mark.parametrize("h,w", [(15, 15), (14, 14), (7, 9), (4, 4), (5, 6)])
+def test_the_layout_makes_the_second_pool_a_max_over_four_groups(h, w):
+    """Pass 1 puts the first pool's outputs in buf1 so that pass 2 pools again by an elementwise max
+    over four groups: that max is max_pool2d of the map, and every position has one slot."""
+    from repsearch.search.fused_layout import layout
+    lay = layout(h, w, 2)
+    h1, w1 = h // 2, w // 2
+    level1 = torch.randn(h1 * w1)
+    groups = lay.slots[:4 * lay.group_pad].reshape(4, lay.group_pad)
+    valid = groups[0] >= 0
+    assert lay.groups == 4 and all(bool(((g >= 0) == valid).all()) for g in groups)
+    pooled = torch.stack([level1[g[valid].long()] for g in groups]).max(0).values
+    assert torch.equal(pooled, torch.nn.functional.max_pool2d(level1.reshape(1, 1, h1, w1), 2).flatten())
+    assert sorted(lay.slots[lay.slots >= 0].tolist()) == list(range(h1 * w1))
+    one = layout(h, w, 1)
+    assert one.groups == 0 and one.slots[one.slots >= 0].tolist() == list(range(h1 * w1))

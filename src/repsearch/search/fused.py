@@ -3,13 +3,15 @@
 The compiled path writes a generation's children and reads them back through several passes
 (crossover, noise, normalization, the channel std, pooling, BatchNorm, GELU, ... each a trip
 through memory). Here one Triton program per child reads its two parents' values and its noise
-window, builds the child (`strategy.ask`'s mutation, from the same draws), normalizes it, writes
-it once (children join the population), and scores it through the rest of the search network
-without writing anything map-sized again: max-pooling is taken on the raw child (it commutes
-with the positive per-sample normalization), BatchNorm in eval mode is a per-channel affine, the
-square Dirac convolutions are skipped as the engine skips them, and each later stage's output is a
-small buffer. What the search defines stays defined once: the draws come from `strategy.draw`,
-the parents from `strategy.select_parents`, the population from `strategy.tell`.
+window, builds the child (`strategy.ask`'s mutation, from the same draws) once to score it through
+the rest of the search network, without writing anything map-sized: max-pooling is taken on the
+raw child (it commutes with the positive per-sample normalization), BatchNorm in eval mode is a
+per-channel affine, the square Dirac convolutions are skipped as the engine skips them, each later
+stage's pooled output is a small buffer, and the head is linear, so the last normalization is
+applied to the logits. A child is written (built a second time) only when the search reads it
+again: the explorers, which the refiners breed from, and the refiners among the next parents or
+the best. What the search defines stays defined once: the draws come from `strategy.draw`, the
+parents from `strategy.select_parents` / `parent_order`, the best from `strategy.best`.
 
 A point qualifies (`plan_for`) when the rest of the network is the paper's: airbench blocks of
 depth 1 whose convolutions are marked identity, a pool, BatchNorm with running statistics, GELU,
@@ -31,7 +33,7 @@ from repsearch.models.airbench import Block, Head
 from repsearch.models.staged import SampleNorm
 
 from . import operators as ops
-from .strategy import Draws, select_parents, tell
+from .strategy import Draws, parent_order, select_parents
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,10 @@ class Plan:
     width: int
     stages: tuple[Stage, ...]  # 0, 1 or 2 downstream stages
     head: torch.Tensor  # (classes, features): the linear head times its scale
+    # The kernel's tiling: channels per tile (0: `fused_kernel.constexprs`' default) and warps per
+    # program; benchmarks/fused_tiles.py times the choices on a GPU.
+    channel_tile: int = 0
+    num_warps: int = 4
 
 
 def _affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -98,26 +104,66 @@ def plan_for(model: nn.Module, point: int, shapes: list[tuple]) -> Plan | None:
 
 def generation(plan: Plan, pop, ce, labels, source, draws: Draws, *, top_k, n_explore, alpha, boost, **_unused):
     """One generation with the children built and scored by the kernel: the same parents, draws and
-    population as `strategy.generation` (whose other settings, fixed by `plan`, are not needed)."""
+    population as `strategy.generation` (whose other settings, fixed by `plan`, are not needed).
+
+    Only the members the search reads are written: the parents, the explorers (refiners breed from
+    them), and the refiners among the next parents or the best (`strategy.parent_order`, `best`);
+    the other refiners' slots are left unwritten: they are scored, never read again."""
     parents, parent_ce, parent_std = select_parents(pop, ce, top_k, "map")
+    b, k = parent_ce.shape
     pe, pr, offsets = draws.picks_explore, draws.picks_refine, draws.noise
-    explorers, explorer_std, explorer_ce = build_and_score(plan, parents, parent_std, pe[:, 0], pe[:, 1], source,
-                                                           offsets[:, :n_explore], alpha * boost, labels)
-    pool, pool_std = torch.cat([parents, explorers], 1), torch.cat([parent_std, explorer_std], 1)
-    refiners, _, refiner_ce = build_and_score(plan, pool, pool_std, pr[:, 0], pr[:, 1], source, offsets[:, n_explore:],
-                                              alpha, labels)
-    return tell(parents, parent_ce, torch.cat([explorers, refiners], 1), torch.cat([explorer_ce, refiner_ce], 1))
+    new_pop = pop.new_empty(b, k + offsets.shape[1], *pop.shape[2:])
+    new_pop[:, :k] = parents
+    slots = torch.arange(k, k + n_explore, device=pop.device).expand(b, -1)
+    explorer_ce, explorer_std = build_and_score(plan, new_pop, parent_std, pe[:, 0], pe[:, 1], source,
+                                                offsets[:, :n_explore], alpha * boost, labels, out=new_pop,
+                                                out_slot=slots)
+    pool_std = torch.cat([parent_std, explorer_std], 1)
+    refiner_ce, _ = build_and_score(plan, new_pop, pool_std, pr[:, 0], pr[:, 1], source, offsets[:, n_explore:],
+                                    alpha, labels)
+    new_ce = torch.cat([parent_ce, explorer_ce, refiner_ce], 1)
+    _write_kept_refiners(plan, new_pop, new_ce, pool_std, pr, source, offsets[:, n_explore:], alpha, labels,
+                         first=k + n_explore, top_k=top_k)
+    return new_pop, new_ce
 
 
-def build_and_score(plan: Plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels):
+def _write_kept_refiners(plan: Plan, new_pop, new_ce, pool_std, picks, source, offsets, scale: float, labels, *,
+                         first: int, top_k: int) -> None:
+    """Build and write the refiners (members `first`...) the search reads next: the next
+    generation's parents and this one's best (the same selections `strategy` makes)."""
+    kept = torch.cat([parent_order(new_ce, top_k), new_ce.argmin(1, keepdim=True)], 1)
+    j = kept - first
+    slot = torch.where(j >= 0, kept, -1)
+    j = j.clamp(min=0)
+    i1, i2 = picks[:, 0].gather(1, j), picks[:, 1].gather(1, j)
+    build_and_score(plan, new_pop, pool_std, i1, i2, source, offsets.gather(1, j), scale, labels, out=new_pop,
+                    out_slot=slot, score=False)
+
+
+def build_and_score(plan: Plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels, *, out=None,
+                    out_slot=None, score: bool = True):
     """Children (B, M, C, H, W) = normalize(mean of pool[i1], pool[i2] + noise x scale x their mean
-    channel std), noise = `source` rows (pre-smoothed maps) from `offsets`; returns the children,
-    their channel std (B, M, C) and their CE (B, M) through the rest of the network."""
+    channel std), noise = `source` rows (pre-smoothed maps) from `offsets`. Returns their CE (B, M)
+    through the rest of the network (undefined with score=False) and their channel std (B, M, C);
+    with `out`, child m of image b is written at out[b, out_slot[b, m]] (-1: not written)."""
     from . import fused_kernel
     if pool.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise UserError("engine.fused runs on a CUDA device (on a CPU only under TRITON_INTERPRET=1, for tests); "
                         "set engine.fused=[] here")
-    return fused_kernel.launch(plan, pool, pool_std, i1, i2, source, offsets, scale, labels)
+    ce, chstats, moments = fused_kernel.launch(plan, pool, pool_std, i1, i2, source, offsets, scale, labels,
+                                               out=out, out_slot=out_slot, score=score,
+                                               channel_tile=plan.channel_tile, num_warps=plan.num_warps)
+    return ce, channel_std(chstats, moments, plan.height * plan.width)
+
+
+def channel_std(chstats, moments, hw: int):
+    """Each child's per-channel std after its normalization (`operators.member_std` of the written
+    child), from the kernel's raw sums: std of the raw channel x the normalization's 1/std. A 1x1
+    map has no spatial spread: every channel takes the spread across channels."""
+    csum, csq = chstats.unbind(2)
+    rstd, var = moments[..., 1:2], moments[..., 2:3]
+    cvar = (csq / hw - (csum / hw) ** 2).clamp_min(0) if hw > 1 else var.expand_as(csum)
+    return cvar.sqrt() * rstd
 
 
 def reference(plan: Plan, pool, pool_std, i1, i2, source, offsets, scale: float):

@@ -1,13 +1,17 @@
 """The Triton program behind `fused.build_and_score`: one program per child (module doc there).
 
-Passes of one program over its child (C channels of H x W, in channel tiles):
-  1. build the child from its parents and noise window; its sum and sum of squares overall and
-     per channel (the per-sample normalization, and the child's channel std for the refiners);
-  2. build it again per 2x2 pooling window: write the normalized child, keep the window's max
-     (the pixels no window covers are written apart), and take the pooled map through the first
-     downstream stage (BN, GELU, BN, GELU) into a small buffer, with its statistics;
-  3. the second downstream stage from that buffer, the same way (when there is one);
-  4. the linear head on the last stage's normalized output, and the cross-entropy.
+Each child is built from its parents and noise window once to score it (and once more to write
+it, for the children the search keeps). Passes of one program, in channel tiles:
+  1. build the child in pooling-window order: its sums (the per-sample normalization and each
+     channel's spread), and each 2x2 window's max of the raw child into a small buffer (pooling
+     commutes with the positive normalization). The map's positions are ordered so that the second
+     pool's windows are four aligned groups (`Layout`), so the next pass pools by elementwise max;
+  2. the first downstream stage (BN, GELU, BN, GELU) on the pooled buffer, normalized by pass 1's
+     statistics: its statistics, and the second pool's max into a smaller buffer;
+  3. the second downstream stage the same way, when there is one.
+  The linear head is accumulated wherever the last map is made, on the raw map: its normalization
+  is an affine map, so logits = rstd * (W.x - mean * W.1) once the statistics are known;
+  4. the cross-entropy; and, for the children that are written, the child normalized.
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-LN_EPS = 1e-5  # models.staged.sample_normalize's
+from .fused_layout import layout, pow2 as _pow2
+
+NEG: tl.constexpr = tl.constexpr(float("-inf"))
 
 
 @triton.jit
@@ -24,218 +30,271 @@ def _gelu(x):
 
 
 @triton.jit
-def _child(pool, std, p1, p2, bank, row, chan, pos, cmask, pmask, scale, C: tl.constexpr, HW: tl.constexpr):
-    """Child values at channels `chan` x positions `pos` (a 2-D tile): the parents' mean plus the
-    noise scaled by alpha x the parents' mean channel std."""
+def _child(pool, std, p1, p2, s1, s2, bank, row, chan, pos, cmask, pmask, scale, HW: tl.constexpr):
+    """Child values at channels `chan` x positions `pos` (a 2-D tile; 0 where masked): the parents'
+    mean plus the noise scaled by alpha x the parents' mean channel std. p1, p2: the parents' rows
+    in `pool` (of C*HW values), s1, s2: in `std` (of C values)."""
     m2 = cmask[:, None] & pmask[None, :]
-    a = tl.load(pool + p1 * C * HW + chan[:, None] * HW + pos[None, :], mask=m2, other=0.0)
-    b = tl.load(pool + p2 * C * HW + chan[:, None] * HW + pos[None, :], mask=m2, other=0.0)
-    sa = tl.load(std + p1 * C + chan, mask=cmask, other=0.0)
-    sb = tl.load(std + p2 * C + chan, mask=cmask, other=0.0)
+    a = tl.load(pool + p1 + chan[:, None] * HW + pos[None, :], mask=m2, other=0.0)
+    b = tl.load(pool + p2 + chan[:, None] * HW + pos[None, :], mask=m2, other=0.0)
+    sa = tl.load(std + s1 + chan, mask=cmask, other=0.0)
+    sb = tl.load(std + s2 + chan, mask=cmask, other=0.0)
     nz = tl.load(bank + (row + chan)[:, None] * HW + pos[None, :], mask=m2, other=0.0)
     x = 0.5 * (a + b) + nz * (scale * (0.5 * (sa + sb)))[:, None]
     return tl.where(m2, x, 0.0)
 
 
 @triton.jit
-def _stage_ops(x, chan, cmask, s1, t1, s2, t2):
-    """BN (eval: per-channel affine), GELU, [identity conv], BN, GELU on a (channels, pixels) tile."""
-    a1 = tl.load(s1 + chan, mask=cmask, other=0.0)
-    b1 = tl.load(t1 + chan, mask=cmask, other=0.0)
-    a2 = tl.load(s2 + chan, mask=cmask, other=0.0)
-    b2 = tl.load(t2 + chan, mask=cmask, other=0.0)
+def _stage(v, mean, rstd, m2, chan, cmask, a1p, b1p, a2p, b2p):
+    """A downstream stage on a pooled tile normalized by the previous map's statistics: BN (eval:
+    a per-channel affine), GELU, [identity conv], BN, GELU; 0 where masked."""
+    a1 = tl.load(a1p + chan, mask=cmask, other=0.0)
+    b1 = tl.load(b1p + chan, mask=cmask, other=0.0)
+    a2 = tl.load(a2p + chan, mask=cmask, other=0.0)
+    b2 = tl.load(b2p + chan, mask=cmask, other=0.0)
+    x = (tl.where(m2, v, mean) - mean) * rstd
     x = _gelu(x * a1[:, None] + b1[:, None])
-    return _gelu(x * a2[:, None] + b2[:, None])
+    return tl.where(m2, _gelu(x * a2[:, None] + b2[:, None]), 0.0)
 
 
 @triton.jit
-def _stage_to_buffer(best, mean, rstd, m2, chan, cmask, s1, t1, s2, t2, dst):
-    """A downstream stage on a pooled tile (normalized by the previous map's statistics; masked
-    places are 0), stored at `dst`; returns its sum and sum of squares for the next normalization."""
-    y = _stage_ops((tl.where(m2, best, mean) - mean) * rstd, chan, cmask, s1, t1, s2, t2)
-    y = tl.where(m2, y, 0.0)
-    tl.store(dst, y, mask=m2)
-    return tl.sum(tl.sum(y, axis=1), axis=0), tl.sum(tl.sum(y * y, axis=1), axis=0)
+def _head(logits, head, kk, feat, fm, y, K: tl.constexpr, FEATURES: tl.constexpr):
+    """logits[k] += sum(head[k, feat] * y) over the tile (a loop over classes keeps it 2-D)."""
+    for k in range(K):
+        w = tl.load(head + k * FEATURES + feat, mask=fm, other=0.0)
+        logits = tl.where(kk == k, logits + tl.sum(tl.sum(w * y, axis=1), axis=0), logits)
+    return logits
 
 
 @triton.jit
-def build_score(pool, std, i1, i2, bank, offsets, labels, scale,
-                child_out, chstd_out, ce_out, chstats, buf1, buf2, left,
-                s11, t11, s12, t12, s21, t21, s22, t22, head,
-                M: tl.constexpr, POOL: tl.constexpr, C: tl.constexpr, H: tl.constexpr, W: tl.constexpr,
-                HW_PAD: tl.constexpr, CB: tl.constexpr, LEFT_N: tl.constexpr, LEFT_PAD: tl.constexpr,
-                N_STAGES: tl.constexpr, NORM1: tl.constexpr, NORM2: tl.constexpr,
-                P1_PAD: tl.constexpr, P2_PAD: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr):
+def _windows(pool, std, p1, p2, s1, s2, bank, row, chan, cmask, scale, slots, base, CB: tl.constexpr,
+             SIZE: tl.constexpr, W: tl.constexpr, W1: tl.constexpr, HW: tl.constexpr):
+    """The child over the 2x2 windows of `SIZE` pooled positions (slots[base:], -1 = padding):
+    the windows' max (CB, SIZE), and the per-channel sum and sum of squares of the values read."""
+    idx = tl.load(slots + base + tl.arange(0, SIZE))
+    smask = idx >= 0
+    i1 = idx // W1
+    j1 = idx % W1
+    m2 = cmask[:, None] & smask[None, :]
+    best = tl.full((CB, SIZE), NEG, tl.float32)
+    s = tl.zeros((CB,), tl.float32)
+    q = tl.zeros((CB,), tl.float32)
+    for dy in tl.static_range(2):
+        for dx in tl.static_range(2):
+            x = _child(pool, std, p1, p2, s1, s2, bank, row, chan, (2 * i1 + dy) * W + 2 * j1 + dx, cmask, smask,
+                       scale, HW)
+            s += tl.sum(x, axis=1)
+            q += tl.sum(x * x, axis=1)
+            best = tl.maximum(best, tl.where(m2, x, NEG))
+    return best, s, q
+
+
+@triton.jit
+def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
+                out, chstats, moments, ce_out, buf1, buf2, slots, left,
+                a11, b11, a12, b12, a21, b21, a22, b22, head, head_sum,
+                M: tl.constexpr, POOL: tl.constexpr, STD: tl.constexpr, OUT: tl.constexpr,
+                C: tl.constexpr, H: tl.constexpr, W: tl.constexpr, CB: tl.constexpr, CBW: tl.constexpr,
+                HW_PAD: tl.constexpr, G_PAD: tl.constexpr, NG: tl.constexpr, L1_PAD: tl.constexpr,
+                LEFT_N: tl.constexpr, LEFT_PAD: tl.constexpr, N_STAGES: tl.constexpr,
+                NORM1: tl.constexpr, NORM2: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
+                SCORE: tl.constexpr, WRITE: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     img = pid // M
     HW: tl.constexpr = H * W
-    p1 = img * POOL + tl.load(i1 + pid)
-    p2 = img * POOL + tl.load(i2 + pid)
+    H1: tl.constexpr = H // 2
+    W1: tl.constexpr = W // 2
+    S1: tl.constexpr = NG * G_PAD + L1_PAD  # pooled positions per channel in buf1
+    p1 = (img * POOL + tl.load(i1 + pid)) * C * HW
+    p2 = (img * POOL + tl.load(i2 + pid)) * C * HW
+    s1 = (img * STD + tl.load(i1 + pid)) * C
+    s2 = (img * STD + tl.load(i2 + pid)) * C
     row = tl.load(offsets + pid)
-    label = tl.load(labels + img)
     lane = tl.arange(0, CB)
-    # 1. statistics of the raw child
-    pos = tl.arange(0, HW_PAD)
-    pmask = pos < HW
+    kk = tl.arange(0, K_PAD)
+    logits = tl.zeros((K_PAD,), tl.float32)
+    # 1. the child, built once: its statistics; the first pool's windows into buf1
     total = 0.0
     total_sq = 0.0
     for c0 in range(0, C, CB):
         chan = c0 + lane
         cmask = chan < C
-        x = _child(pool, std, p1, p2, bank, row, chan, pos, cmask, pmask, scale, C, HW)
-        total += tl.sum(tl.sum(x, axis=1), axis=0)
-        total_sq += tl.sum(tl.sum(x * x, axis=1), axis=0)
-        tl.store(chstats + pid * 2 * C + chan, tl.sum(x, axis=1), mask=cmask)
-        tl.store(chstats + pid * 2 * C + C + chan, tl.sum(x * x, axis=1), mask=cmask)
+        csum = tl.zeros((CB,), tl.float32)
+        csq = tl.zeros((CB,), tl.float32)
+        if N_STAGES == 0:
+            pos = tl.arange(0, HW_PAD)
+            pmask = pos < HW
+            x = _child(pool, std, p1, p2, s1, s2, bank, row, chan, pos, cmask, pmask, scale, HW)
+            csum += tl.sum(x, axis=1)
+            csq += tl.sum(x * x, axis=1)
+            if SCORE:
+                logits = _head(logits, head, kk, chan[:, None] * HW + pos[None, :], cmask[:, None] & pmask[None, :],
+                               x, K, C * HW)
+        else:
+            for g in tl.static_range(NG):
+                best, s, q = _windows(pool, std, p1, p2, s1, s2, bank, row, chan, cmask, scale, slots, g * G_PAD,
+                                      CB, G_PAD, W, W1, HW)
+                csum += s
+                csq += q
+                tl.store(buf1 + pid * C * S1 + chan[:, None] * S1 + g * G_PAD + tl.arange(0, G_PAD)[None, :], best,
+                         mask=cmask[:, None])
+            best, s, q = _windows(pool, std, p1, p2, s1, s2, bank, row, chan, cmask, scale, slots, NG * G_PAD,
+                                  CB, L1_PAD, W, W1, HW)
+            csum += s
+            csq += q
+            tl.store(buf1 + pid * C * S1 + chan[:, None] * S1 + NG * G_PAD + tl.arange(0, L1_PAD)[None, :], best,
+                     mask=cmask[:, None])
+            li = tl.arange(0, LEFT_PAD)
+            lmask = li < LEFT_N
+            lpos = tl.load(left + li, mask=lmask, other=0)
+            x = _child(pool, std, p1, p2, s1, s2, bank, row, chan, lpos, cmask, lmask, scale, HW)
+            csum += tl.sum(x, axis=1)
+            csq += tl.sum(x * x, axis=1)
+        tl.store(chstats + pid * 2 * C + chan, csum, mask=cmask)
+        tl.store(chstats + pid * 2 * C + C + chan, csq, mask=cmask)
+        total += tl.sum(csum, axis=0)
+        total_sq += tl.sum(csq, axis=0)
     mean = total / (C * HW)
     var = tl.maximum(total_sq / (C * HW) - mean * mean, 0.0)
     rstd = 1.0 / tl.sqrt(var + 1e-5)
+    tl.store(moments + pid * 3, mean)
+    tl.store(moments + pid * 3 + 1, rstd)
+    tl.store(moments + pid * 3 + 2, var)
     tl.debug_barrier()
-    # 2. normalized child written once; pooled through the first downstream stage
-    H1: tl.constexpr = H // 2
-    W1: tl.constexpr = W // 2
-    q = tl.arange(0, P1_PAD)
-    qmask = q < H1 * W1
-    qi = q // tl.maximum(W1, 1)  # (a map too small to pool has no windows: every lane is masked)
-    qj = q % tl.maximum(W1, 1)
-    s_sum = 0.0
-    s_sq = 0.0
-    for c0 in range(0, C, CB):
-        chan = c0 + lane
-        cmask = chan < C
-        csum = tl.load(chstats + pid * 2 * C + chan, mask=cmask, other=0.0)
-        csq = tl.load(chstats + pid * 2 * C + C + chan, mask=cmask, other=0.0)
-        cvar = tl.maximum(csq / HW - (csum / HW) * (csum / HW), 0.0)
-        if HW == 1:  # a 1x1 map has no spatial spread: every channel takes the spread across channels
-            cvar = var + 0.0 * csum
-        tl.store(chstd_out + pid * C + chan, tl.sqrt(cvar) * rstd, mask=cmask)
-        best = tl.full((CB, P1_PAD), float("-inf"), tl.float32)
-        for dy in tl.static_range(2):
-            for dx in tl.static_range(2):
-                wpos = (2 * qi + dy) * W + 2 * qj + dx
-                x = _child(pool, std, p1, p2, bank, row, chan, wpos, cmask, qmask, scale, C, HW)
-                m2 = cmask[:, None] & qmask[None, :]
-                tl.store(child_out + pid * C * HW + chan[:, None] * HW + wpos[None, :], (x - mean) * rstd, mask=m2)
-                best = tl.maximum(best, tl.where(m2, x, float("-inf")))
-        lpos_i = tl.arange(0, LEFT_PAD)
-        lmask = lpos_i < LEFT_N
-        lpos = tl.load(left + lpos_i, mask=lmask, other=0)
-        x = _child(pool, std, p1, p2, bank, row, chan, lpos, cmask, lmask, scale, C, HW)
-        tl.store(child_out + pid * C * HW + chan[:, None] * HW + lpos[None, :], (x - mean) * rstd,
-                 mask=cmask[:, None] & lmask[None, :])
-        if N_STAGES >= 1:
-            m2 = cmask[:, None] & qmask[None, :]
-            ys, yq = _stage_to_buffer(best, mean, rstd, m2, chan, cmask, s11, t11, s12, t12,
-                                      buf1 + pid * C * P1_PAD + chan[:, None] * P1_PAD + q[None, :])
-            s_sum += ys
-            s_sq += yq
-    tl.debug_barrier()
-    # 3. the second downstream stage, from the first one's buffer
-    n1 = tl.maximum(C * H1 * W1, 1)  # (no stage there: its statistics are unused)
-    m1 = s_sum / n1
-    r1 = 1.0 / tl.sqrt(tl.maximum(s_sq / n1 - m1 * m1, 0.0) + 1e-5)
-    if NORM1 == 0:
-        m1 = 0.0
-        r1 = 1.0
-    H2: tl.constexpr = H1 // 2
-    W2: tl.constexpr = W1 // 2
-    u = tl.arange(0, P2_PAD)
-    umask = u < H2 * W2
-    ui = u // tl.maximum(W2, 1)
-    uj = u % tl.maximum(W2, 1)
-    t_sum = 0.0
-    t_sq = 0.0
-    if N_STAGES == 2:
+    # 2. the first downstream stage on buf1; the second pool's max (over the four groups) into buf2
+    m_last = mean
+    r_last = rstd
+    if SCORE and N_STAGES >= 1:
+        y_sum = 0.0
+        y_sq = 0.0
         for c0 in range(0, C, CB):
             chan = c0 + lane
             cmask = chan < C
-            m2 = cmask[:, None] & umask[None, :]
-            best = tl.full((CB, P2_PAD), float("-inf"), tl.float32)
-            for dy in tl.static_range(2):
-                for dx in tl.static_range(2):
-                    src = (2 * ui + dy) * W1 + 2 * uj + dx
-                    v = tl.load(buf1 + pid * C * P1_PAD + chan[:, None] * P1_PAD + src[None, :], mask=m2,
-                                other=float("-inf"))
-                    best = tl.maximum(best, v)
-            ys, yq = _stage_to_buffer(best, m1, r1, m2, chan, cmask, s21, t21, s22, t22,
-                                      buf2 + pid * C * P2_PAD + chan[:, None] * P2_PAD + u[None, :])
-            t_sum += ys
-            t_sq += yq
-    tl.debug_barrier()
-    n2 = tl.maximum(C * H2 * W2, 1)
-    m2n = t_sum / n2
-    r2 = 1.0 / tl.sqrt(tl.maximum(t_sq / n2 - m2n * m2n, 0.0) + 1e-5)
-    if NORM2 == 0:
-        m2n = 0.0
-        r2 = 1.0
-    # 4. the head on the last output, and the cross-entropy
-    kk = tl.arange(0, K_PAD)
-    kmask = kk < K
-    logits = tl.zeros((K_PAD,), tl.float32)
-    FEATURES: tl.constexpr = C * (HW if N_STAGES == 0 else (H1 * W1 if N_STAGES == 1 else H2 * W2))
-    for c0 in range(0, C, CB):
-        chan = c0 + lane
-        cmask = chan < C
-        if N_STAGES == 0:
-            m2 = cmask[:, None] & pmask[None, :]
-            z = tl.load(child_out + pid * C * HW + chan[:, None] * HW + pos[None, :], mask=m2, other=0.0)
-            feat = chan[:, None] * HW + pos[None, :]
-            fm = m2
-        elif N_STAGES == 1:
-            m2 = cmask[:, None] & qmask[None, :]
-            z = (tl.load(buf1 + pid * C * P1_PAD + chan[:, None] * P1_PAD + q[None, :], mask=m2, other=0.0) - m1) * r1
-            feat = chan[:, None] * (H1 * W1) + q[None, :]
-            fm = m2
-        else:
-            m2 = cmask[:, None] & umask[None, :]
-            z = (tl.load(buf2 + pid * C * P2_PAD + chan[:, None] * P2_PAD + u[None, :], mask=m2, other=0.0) - m2n) * r2
-            feat = chan[:, None] * (H2 * W2) + u[None, :]
-            fm = m2
-        z = tl.where(fm, z, 0.0)
-        wk = tl.load(head + kk[:, None, None] * FEATURES + feat[None, :, :], mask=kmask[:, None, None] & fm[None, :, :],
-                     other=0.0)
-        logits += tl.sum(tl.sum(wk * z[None, :, :], axis=2), axis=1)
-    logits = tl.where(kmask, logits, float("-inf"))
-    top = tl.max(logits, axis=0)
-    lse = top + tl.log(tl.sum(tl.exp(logits - top), axis=0))
-    tl.store(ce_out + pid, lse - tl.sum(tl.where(kk == label, logits, 0.0), axis=0))
+            best2 = tl.full((CB, G_PAD), NEG, tl.float32)
+            for g in tl.static_range(NG):
+                gi = g * G_PAD + tl.arange(0, G_PAD)
+                gm = cmask[:, None] & (tl.load(slots + gi) >= 0)[None, :]
+                v = tl.load(buf1 + pid * C * S1 + chan[:, None] * S1 + gi[None, :], mask=gm, other=0.0)
+                y = _stage(v, mean, rstd, gm, chan, cmask, a11, b11, a12, b12)
+                y_sum += tl.sum(tl.sum(y, axis=1), axis=0)
+                y_sq += tl.sum(tl.sum(y * y, axis=1), axis=0)
+                best2 = tl.maximum(best2, tl.where(gm, y, NEG))
+            if NG > 0:
+                tl.store(buf2 + pid * C * G_PAD + chan[:, None] * G_PAD + tl.arange(0, G_PAD)[None, :], best2,
+                         mask=cmask[:, None])
+            li = NG * G_PAD + tl.arange(0, L1_PAD)
+            lidx = tl.load(slots + li)
+            lm = cmask[:, None] & (lidx >= 0)[None, :]
+            v = tl.load(buf1 + pid * C * S1 + chan[:, None] * S1 + li[None, :], mask=lm, other=0.0)
+            y = _stage(v, mean, rstd, lm, chan, cmask, a11, b11, a12, b12)
+            y_sum += tl.sum(tl.sum(y, axis=1), axis=0)
+            y_sq += tl.sum(tl.sum(y * y, axis=1), axis=0)
+            if N_STAGES == 1:  # the head reads this stage (its positions are all in the leftover tile)
+                logits = _head(logits, head, kk, chan[:, None] * (H1 * W1) + lidx[None, :], lm, y, K, C * H1 * W1)
+        n1 = C * H1 * W1
+        m_last = y_sum / n1
+        r_last = 1.0 / tl.sqrt(tl.maximum(y_sq / n1 - m_last * m_last, 0.0) + 1e-5)
+        if NORM1 == 0:
+            m_last = 0.0
+            r_last = 1.0
+        tl.debug_barrier()
+    # 3. the second downstream stage on buf2
+    if SCORE and N_STAGES == 2:
+        m_in = m_last
+        r_in = r_last
+        z_sum = 0.0
+        z_sq = 0.0
+        g0 = tl.load(slots + tl.arange(0, G_PAD))  # group 0's slots: the second pool's output positions
+        u = tl.arange(0, G_PAD)
+        for c0 in range(0, C, CB):
+            chan = c0 + lane
+            cmask = chan < C
+            um = cmask[:, None] & (g0 >= 0)[None, :]
+            v = tl.load(buf2 + pid * C * G_PAD + chan[:, None] * G_PAD + u[None, :], mask=um, other=0.0)
+            z = _stage(v, m_in, r_in, um, chan, cmask, a21, b21, a22, b22)
+            z_sum += tl.sum(tl.sum(z, axis=1), axis=0)
+            z_sq += tl.sum(tl.sum(z * z, axis=1), axis=0)
+            logits = _head(logits, head, kk, chan[:, None] * ((H1 // 2) * (W1 // 2)) + u[None, :], um, z, K,
+                           C * (H1 // 2) * (W1 // 2))
+        n2 = C * (H1 // 2) * (W1 // 2)
+        m_last = z_sum / n2
+        r_last = 1.0 / tl.sqrt(tl.maximum(z_sq / n2 - m_last * m_last, 0.0) + 1e-5)
+        if NORM2 == 0:
+            m_last = 0.0
+            r_last = 1.0
+    # 4. the cross-entropy of the head on the last map, normalized: rstd * (W.x - mean * W.1)
+    if SCORE:
+        kmask = kk < K
+        logits = r_last * (logits - m_last * tl.load(head_sum + kk, mask=kmask, other=0.0))
+        logits = tl.where(kmask, logits, NEG)
+        top = tl.max(logits, axis=0)
+        lse = top + tl.log(tl.sum(tl.exp(logits - top), axis=0))
+        label = tl.load(labels + img)
+        tl.store(ce_out + pid, lse - tl.sum(tl.where(kk == label, logits, 0.0), axis=0))
+    if WRITE:
+        slot = tl.load(out_slot + pid)
+        dst = out + (img * OUT + slot) * C * HW
+        wl = tl.arange(0, CBW)
+        pos = tl.arange(0, HW_PAD)
+        pmask = pos < HW
+        for c0 in range(0, C, CBW):
+            chan = c0 + wl
+            cmask = chan < C
+            x = _child(pool, std, p1, p2, s1, s2, bank, row, chan, pos, cmask, pmask, scale, HW)
+            tl.store(dst + chan[:, None] * HW + pos[None, :], (x - mean) * rstd,
+                     mask=cmask[:, None] & pmask[None, :] & (slot >= 0))
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
+def constexprs(c: int, h: int, w: int, n_stages: int, classes: int, *, norms=(True, True), channel_tile: int = 0,
+               num_warps: int = 4, score: bool = True, write: bool = False) -> dict:
+    """The program's compile-time sizes for a C x H x W point with `n_stages` downstream stages (the
+    per-launch member counts M, POOL, STD, OUT are added by `launch`). Channel tiles (0: about two
+    values per thread in the widest tile, which held sm_90's registers to 64 where 4x took 249;
+    benchmarks/fused_compile.py) and the write pass's tile (four values per thread)."""
+    lay = layout(h, w, n_stages)
+    hw_pad = _pow2(h * w)
+    widest = max(lay.group_pad, lay.rest_pad, hw_pad if n_stages == 0 else 1)
+    threads = 32 * num_warps
+    return dict(C=c, H=h, W=w, CB=channel_tile or max(1, min(_pow2(c), 2 * threads // widest)),
+                CBW=max(1, min(_pow2(c), 4 * threads // hw_pad)), HW_PAD=hw_pad, G_PAD=lay.group_pad, NG=lay.groups,
+                L1_PAD=lay.rest_pad, LEFT_N=len(lay.left), LEFT_PAD=_pow2(max(1, len(lay.left))), N_STAGES=n_stages,
+                NORM1=int(n_stages >= 1 and norms[0]), NORM2=int(n_stages >= 2 and norms[1]), K=classes,
+                K_PAD=_pow2(classes), SCORE=int(score), WRITE=int(write))
 
 
-def leftover_pixels(h: int, w: int) -> torch.Tensor:
-    """The pixels no 2x2 pooling window (floor mode) covers: an odd last row and column."""
-    covered = torch.zeros(h, w, dtype=torch.bool)
-    covered[: h // 2 * 2, : w // 2 * 2] = True
-    return (~covered).flatten().nonzero().squeeze(1)
-
-
-def launch(plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels):
+def launch(plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels, *, out=None, out_slot=None,
+           score: bool = True, channel_tile: int = 0, num_warps: int = 4):
+    """Run the program for (B, M) children. pool (B, >=P, C, H, W) and pool_std (B, P, C) hold the
+    parents; i1, i2 (B, M) index them. Returns (ce (B, M), chstats (B, M, 2, C), moments (B, M, 3):
+    mean, rstd, var); with `out` (B, N, C, H, W), child m is written normalized at out[b, out_slot[b, m]]
+    (-1: not written)."""
     b, m = offsets.shape
     c, h, w = plan.channels, plan.height, plan.width
     dev = pool.device
-    pool, pool_std = pool.float().contiguous(), pool_std.float().contiguous()
-    children = torch.empty(b, m, c, h, w, device=dev)
-    chstd = torch.empty(b, m, c, device=dev)
-    chstats = torch.empty(b * m, 2, c, device=dev)
+    n_stages = len(plan.stages)
+    member = c * h * w
+    if pool.dtype != torch.float32 or pool.stride()[1:] != (member, h * w, w, 1):
+        raise ValueError("the kernel reads fp32 parents laid out member after member (pool[:, i] contiguous)")
+    pool_std = pool_std.float().contiguous()  # small; a 1x1 map's std comes expanded over channels
+    lay = layout(h, w, n_stages)
+    sizes = constexprs(c, h, w, n_stages, plan.head.shape[0], norms=[s.normalized for s in plan.stages] + [True] * 2,
+                       channel_tile=channel_tile, num_warps=num_warps, score=score, write=out is not None)
     ce = torch.empty(b, m, device=dev)
-    p1, p2 = _pow2((h // 2) * (w // 2)), _pow2((h // 4) * (w // 4))
-    buf1 = torch.empty(b * m, c, p1, device=dev)
-    buf2 = torch.empty(b * m, c, p2, device=dev)
-    left = leftover_pixels(h, w).to(dev)
-    stages = list(plan.stages) + [None] * (2 - len(plan.stages))
+    chstats = torch.empty(b, m, 2, c, device=dev)
+    moments = torch.empty(b, m, 3, device=dev)
+    buf1 = torch.empty(b * m, c, sizes["NG"] * sizes["G_PAD"] + sizes["L1_PAD"] if n_stages else 1, device=dev)
+    buf2 = torch.empty(b * m, c, sizes["G_PAD"] if n_stages == 2 else 1, device=dev)
     params = []
-    for stage in stages:
-        for scale_shift in ((stage.bn1, stage.bn2) if stage is not None else ((pool_std[:1, 0], pool_std[:1, 0]),) * 2):
-            params += [t.to(dev) for t in scale_shift]
-    k = plan.head.shape[0]
+    for stage in list(plan.stages) + [None] * (2 - n_stages):
+        for pair in ((stage.bn1, stage.bn2) if stage is not None else ((ce, ce),) * 2):
+            params += [t.to(dev) for t in pair]
+    head = plan.head.to(dev)
+    slots = lay.slots.to(dev)
     build_score[(b * m,)](
         pool, pool_std, i1.contiguous(), i2.contiguous(), source.contiguous(), offsets.contiguous(),
-        labels.contiguous(), float(scale), children, chstd, ce, chstats, buf1, buf2, left, *params, plan.head.to(dev),
-        M=m, POOL=pool.shape[1], C=c, H=h, W=w, HW_PAD=_pow2(h * w), CB=min(16, _pow2(c)), LEFT_N=len(left),
-        LEFT_PAD=max(1, _pow2(len(left))), N_STAGES=len(plan.stages),
-        NORM1=int(len(plan.stages) >= 1 and plan.stages[0].normalized),
-        NORM2=int(len(plan.stages) >= 2 and plan.stages[1].normalized), P1_PAD=p1, P2_PAD=p2, K=k, K_PAD=_pow2(k))
-    return children, chstd, ce
+        labels.contiguous(), (offsets if out is None else out_slot).contiguous(), float(scale),
+        ce if out is None else out, chstats, moments, ce, buf1, buf2, slots,
+        lay.left.to(dev) if len(lay.left) else slots, *params, head, head.sum(1).contiguous(),
+        M=m, POOL=pool.stride(0) // member, STD=pool_std.shape[1], OUT=0 if out is None else out.stride(0) // member,
+        num_warps=num_warps, **sizes)
+    return ce, chstats, moments

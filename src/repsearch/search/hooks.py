@@ -6,7 +6,9 @@ A hook may define any of:
     generation_end(point, gen, state, active, real, children)   after each generation
     point_end(point, best_ce, real)             a search point is done
 `real` is the number of real images (rows past it are padding); `active` the (B,) mask of images
-that searched in this generation; `children` the children each active image had scored.
+that searched in this generation; `children` the children each active image had scored. Under
+`engine.fused`, `state.pop` holds only the members the search reads again (parents, explorers, the
+next parents and the best); read `state.ce` for the whole population.
 """
 from __future__ import annotations
 

@@ -144,9 +144,14 @@ def ask(pop, ce, source, draws: Draws, *, top_k, n_explore, alpha, boost, blur, 
 def select_parents(pop, ce, top_k: int, kind: str):
     """Each image's top-k members by CE (lower is better), their kept CE, and the std that scales
     their children's noise (per channel for maps)."""
-    order = ce.topk(min(top_k, pop.shape[1]), dim=1, largest=False).indices
+    order = parent_order(ce, top_k)
     parents = ops.gather(pop, order)
     return parents, ops.gather(ce, order), ops.member_std(parents, kind)
+
+
+def parent_order(ce: torch.Tensor, top_k: int) -> torch.Tensor:
+    """(B, k) indices of each image's top-k members by CE, best first: who breeds next."""
+    return ce.topk(min(top_k, ce.shape[1]), dim=1, largest=False).indices
 
 
 def tell(parents, parent_ce, children, children_ce):

@@ -1,0 +1,76 @@
+"""Compile the fused kernel for a GPU without one (Triton's own LLVM and ptxas) and print what
+ptxas says of each program: registers per thread, spills, shared memory; and the occupancy those
+registers allow. A kernel change can be judged here before a device is lent (the H200 profile of
+2026-12-04 found 228 registers -> 12.5% occupancy the first version's limit).
+
+    python benchmarks/fused_compile.py [--arch 90] [--width 256] [--num-warps 4] [--channel-tile 0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from repsearch.search import fused_kernel as fk
+
+POINTERS = {"i1", "i2", "offsets", "labels", "out_slot"}  # int64 tensors; slots/left are int32
+INT32 = {"slots", "left"}
+
+
+def compile_point(arch: int, consts: dict, num_warps: int) -> dict:
+    fn = fk.build_score
+    signature = {}
+    for name in fn.arg_names:
+        if name in consts:
+            signature[name] = "constexpr"
+        elif name == "scale":
+            signature[name] = "fp32"
+        else:
+            signature[name] = "*i64" if name in POINTERS else "*i32" if name in INT32 else "*fp32"
+    src = ASTSource(fn=fn, signature=signature, constexprs=consts)
+    kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = Path(tmp) / "k.ptx"
+        ptx.write_text(kernel.asm["ptx"])
+        ptxas = Path(triton.__file__).parent / "backends/nvidia/bin/ptxas"
+        log = subprocess.run([str(ptxas), f"-arch=sm_{arch}a" if arch >= 90 else f"-arch=sm_{arch}", "-v",
+                              str(ptx), "-o", str(Path(tmp) / "k.cubin")], capture_output=True, text=True).stderr
+    regs = int(re.search(r"Used (\d+) registers", log).group(1))
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    threads = 32 * num_warps
+    blocks = min(32, 65536 // (max(regs, 1) * threads))  # sm_90: 64K registers, at most 32 blocks per SM
+    return dict(registers=regs, spill_stores=int(spill.group(1)), spill_loads=int(spill.group(2)),
+                shared_bytes=kernel.metadata.shared, threads=threads,
+                occupancy_modelled=round(min(blocks * threads, 2048) / 2048, 3))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", type=int, default=90)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--num-warps", type=int, default=4)
+    ap.add_argument("--channel-tile", type=int, default=0, help="CB (0: launch's default)")
+    a = ap.parse_args(argv)
+    points = {"point0 (15x15, 2 stages)": (15, 15, 2), "point1 (7x7, 1 stage)": (7, 7, 1),
+              "point2 (3x3, head)": (3, 3, 0)}
+    out = {"triton": triton.__version__, "arch": f"sm_{a.arch}", "width": a.width, "num_warps": a.num_warps}
+    for name, (h, w, n) in points.items():
+        for write in (0, 1):  # refiners are scored only; explorers are also written
+            consts = dict(M=220, POOL=240, STD=20, OUT=240, **fk.constexprs(
+                a.width, h, w, n, 10, channel_tile=a.channel_tile, num_warps=a.num_warps, write=bool(write)))
+            out[f"{name}{' + write' if write else ''}"] = dict(CB=consts["CB"], **compile_point(a.arch, consts,
+                                                                                                 a.num_warps))
+    json.dump(out, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
