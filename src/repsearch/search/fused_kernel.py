@@ -67,10 +67,11 @@ def _head(logits, head, kk, feat, fm, y, K: tl.constexpr, FEATURES: tl.constexpr
 
 
 @triton.jit
-def _windows(pool, std, p1, p2, s1, s2, bank, row, chan, cmask, scale, slots, base, CB: tl.constexpr,
+def _windows(pool, std, p1, p2, s1, s2, bank, row, chan, cmask, scale, slots, base, dst, CB: tl.constexpr,
              SIZE: tl.constexpr, W: tl.constexpr, W1: tl.constexpr, HW: tl.constexpr):
-    """The child over the 2x2 windows of `SIZE` pooled positions (slots[base:], -1 = padding):
-    the windows' max (CB, SIZE), and the per-channel sum and sum of squares of the values read."""
+    """The child over the 2x2 windows of `SIZE` pooled positions (slots[base:], -1 = padding): the
+    windows' max stored at dst[:, base:] (dst: each channel's row of buf1); returns the per-channel
+    sum and sum of squares of the values read."""
     idx = tl.load(slots + base + tl.arange(0, SIZE))
     smask = idx >= 0
     i1 = idx // W1
@@ -86,7 +87,8 @@ def _windows(pool, std, p1, p2, s1, s2, bank, row, chan, cmask, scale, slots, ba
             s += tl.sum(x, axis=1)
             q += tl.sum(x * x, axis=1)
             best = tl.maximum(best, tl.where(m2, x, NEG))
-    return best, s, q
+    tl.store(dst + base + tl.arange(0, SIZE)[None, :], best, mask=cmask[:, None])
+    return s, q
 
 
 @triton.jit
@@ -131,19 +133,16 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
                 logits = _head(logits, head, kk, chan[:, None] * HW + pos[None, :], cmask[:, None] & pmask[None, :],
                                x, K, C * HW)
         else:
-            for g in tl.static_range(NG):
-                best, s, q = _windows(pool, std, p1, p2, s1, s2, bank, row, chan, cmask, scale, slots, g * G_PAD,
-                                      CB, G_PAD, W, W1, HW)
+            rows1 = buf1 + pid * C * S1 + chan[:, None] * S1
+            for g in tl.static_range(NG):  # the second pool's four groups, then the positions it leaves
+                s, q = _windows(pool, std, p1, p2, s1, s2, bank, row, chan, cmask, scale, slots, g * G_PAD, rows1,
+                                CB, G_PAD, W, W1, HW)
                 csum += s
                 csq += q
-                tl.store(buf1 + pid * C * S1 + chan[:, None] * S1 + g * G_PAD + tl.arange(0, G_PAD)[None, :], best,
-                         mask=cmask[:, None])
-            best, s, q = _windows(pool, std, p1, p2, s1, s2, bank, row, chan, cmask, scale, slots, NG * G_PAD,
-                                  CB, L1_PAD, W, W1, HW)
+            s, q = _windows(pool, std, p1, p2, s1, s2, bank, row, chan, cmask, scale, slots, NG * G_PAD, rows1,
+                            CB, L1_PAD, W, W1, HW)
             csum += s
             csq += q
-            tl.store(buf1 + pid * C * S1 + chan[:, None] * S1 + NG * G_PAD + tl.arange(0, L1_PAD)[None, :], best,
-                     mask=cmask[:, None])
             li = tl.arange(0, LEFT_PAD)
             lmask = li < LEFT_N
             lpos = tl.load(left + li, mask=lmask, other=0)
