@@ -74,3 +74,18 @@ def test_a_rows_note_says_what_it_reduces_and_what_it_keeps_of_the_papers_settin
     reduced, kept = note.split("; keeps the paper's ")
     assert "against `paper-mnist`" in reduced and "population 12 (240)" in reduced and "width [64, 64, 64] ([256, 256, 256])" in reduced
     assert "SGD depths" in kept and "alpha" in kept and "SGD depths" not in reduced
+
+
+def test_a_resumed_runs_time_is_marked_as_its_last_calls(tmp_path):
+    """A record whose stages took longer than its own call (part of the run ran in earlier calls)
+    shows its time with a mark and the note saying so; one that ran in one call shows it plain."""
+    import json
+
+    from repsearch.report.results import RESUMED_NOTE, table
+    src = json.loads((ROOT / "results" / "quickstart-5-seeds" / "record.json").read_text())
+    for name, stages in (("one-call", {"seed0/cache": 10.0}), ("resumed", {"seed0/cache": 1e6})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "record.json").write_text(json.dumps({**src, "stage_seconds": stages}))
+    one, resumed = table([tmp_path / "one-call"]), table([tmp_path / "resumed"])
+    assert " †" not in one and RESUMED_NOTE not in one
+    assert " min † |" in resumed and RESUMED_NOTE in resumed

@@ -55,11 +55,11 @@ def row(rec, path: Path, root: Path | None = None) -> str | None:
     search = _percent(rec.seeds, h[search_key], h.get(f"{search_key}_std"))
     gap = 100 * (h[sgd_key] - h[search_key])
     gap_text = f"{gap:.2f}" if n < 2 else f"{gap:.2f} ± {h.get('gap_points_std', 0.0):.2f} (max {h.get('gap_points_max', gap):.2f})"
-    minutes = rec.wall_seconds / 60
+    minutes = f"{rec.wall_seconds / 60:.1f} min" + (" †" if resumed(rec) else "")
     shown = path.relative_to(root) if root is not None and path.is_relative_to(root) else path
     from .tables import DISPLAY
     return (f"| {command(rec)} | {DISPLAY.get(rec.dataset, rec.dataset)} | {rec.train_images:,} | {n} | {sgd} | {search} | {gap_text} | "
-            f"{minutes:.1f} min | {machine(rec.environment)} | [{shown.parent.name}]({shown}) |")
+            f"{minutes} | {machine(rec.environment)} | [{shown.parent.name}]({shown}) |")
 
 
 # The settings a row is compared on with the paper's (Appendix A), in the words a reader knows.
@@ -97,6 +97,15 @@ def departures(rec) -> str:
             + (f"; keeps the paper's {', '.join(kept)}" if kept and diffs else ""))
 
 
+def resumed(rec) -> bool:
+    """Whether the record's stages took longer than its own call: part of the run ran in earlier calls."""
+    return sum(rec.stage_seconds.values()) > rec.wall_seconds + 1
+
+
+RESUMED_NOTE = ("- † the record's wall time is its last call's; its stages' own times add to more, so part of the "
+                "run ran in earlier calls (it was stopped and resumed).")
+
+
 def table(paths, root: Path | None = None) -> str:
     """The Markdown table of every run/rounds record at or under `paths` (sorted by record path),
     then one line per row saying what its command reduces of the paper's settings."""
@@ -107,6 +116,8 @@ def table(paths, root: Path | None = None) -> str:
         if r is not None:
             rows.append(r)
             notes.append(f"- {departures(rec)}")
+            if resumed(rec) and RESUMED_NOTE not in notes:
+                notes.insert(0, RESUMED_NOTE)
     return HEADER + "\n" + "\n".join(rows) + "\n\n" + "\n".join(notes) + "\n"
 
 
