@@ -8,7 +8,8 @@
 # `sgd-precision` (the SGD baseline at 60,000 MNIST images, bf16 autocast against fp32, 4 seeds),
 # `bench-paper` (evaluations/s per point of the fast, compiled and fused paths at the paper's width
 # and population 240 on cifar10-jpeg), `paper-cifar10` (the paper's CIFAR-10 protocol on
-# PAPER_IMAGES training images of cifar10-jpeg: search with the fused map points, SGD at 1x/2x/3x,
+# PAPER_IMAGES training images of cifar10-jpeg: search with each map point on the path bench-paper
+# found faster (benchmarks/pick_engine.py), SGD at 1x/2x/3x,
 # the All-layers learner, no augmentation, the paper's learning settings; full test set),
 # `fused-tiles` (benchmarks/fused_tiles.py: the fused generation per kernel tiling against eager, at
 # the points in TILE_POINTS, default 0).
@@ -74,9 +75,12 @@ for s in $STAGES; do
     bench-bf16)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled --set search.precision=bf16 ;;
     bench-paper)    stage $s 170 "$OUT/$s.json" "${BENCH[@]}" --paths fast,compiled,fused --population "$BENCH_POP" \
                       --generations "$BENCH_GENS" ;;
-    paper-cifar10) pipeline $s 330 --preset paper-cifar10 --set data.name=cifar10-jpeg --set data.subset="$PAPER_IMAGES" \
+    paper-cifar10)  # each map point on the path bench-paper measured faster (compiled everywhere without it)
+      read -r -a ENGINE <<<"$("$PY" benchmarks/pick_engine.py "$OUT/bench-paper.json")"
+      echo "paper-cifar10 engine: ${ENGINE[*]}" >>"$LOG"
+      pipeline $s 330 --preset paper-cifar10 --set data.name=cifar10-jpeg --set data.subset="$PAPER_IMAGES" \
       --seeds 1 --set 'run.augment_variants=[false]' --set 'run.supervision_variants=["all"]' \
-      --set 'engine.fused=[0,1,2]' --set 'engine.compile=[3]' "${PAPER_EXTRA[@]}" ;;
+      "${ENGINE[@]}" "${PAPER_EXTRA[@]}" ;;
     mnist60k) pipeline $s 300 --preset cpu-mnist --set data.subset=0 "${MNIST_EXTRA[@]}" ;;
     fashion30k) pipeline $s 300 --preset cpu-fashion "${MNIST_EXTRA[@]}" ;;
     sgd-precision)

@@ -51,3 +51,17 @@ def test_a_benchmark_writes_a_record_beside_its_json(tmp_path):
     assert rec.kind == "benchmark/rng" and rec.environment["torch"]
     assert rec.headline["rows.0.images"] == printed["rows"][0]["images"] == 8
     assert rec.headline["rows.1.rng"] == printed["rows"][1]["rng"]
+
+
+def test_the_gpu_run_takes_the_faster_path_per_map_point_and_compiled_without_a_benchmark():
+    path = Path(__file__).parent.parent / "benchmarks" / "pick_engine.py"
+    spec = importlib.util.spec_from_file_location("pick_engine", path)
+    pe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pe)
+
+    def bench(compiled, fused):
+        return {"results": [{"path": name, "points": [{"point": p, "evaluations_per_s": r} for p, r in enumerate(rates)]}
+                            for name, rates in (("fast", [1, 1, 1, 1]), ("compiled", compiled), ("fused", fused))]}
+    assert pe.pick(bench([1.1e6, 3.2e6, 7.2e6, 9.1e6], [0.5e6, 2.1e6, 3.9e6, 7.2e6])) == ([], [0, 1, 2, 3])
+    assert pe.pick(bench([1.1e6, 3.2e6, 7.2e6, 9.1e6], [9e6, 2.1e6, 8e6, 1e9])) == ([0, 2], [1, 3])  # logits: never fused
+    assert pe.pick(None) == ([], [0, 1, 2, 3])
