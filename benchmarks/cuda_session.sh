@@ -8,8 +8,8 @@
 # `sgd-precision` (the SGD baseline at 60,000 MNIST images, bf16 autocast against fp32, 4 seeds),
 # `bench-paper` (evaluations/s per point of the fast, compiled and fused paths at the paper's width
 # and population 240 on cifar10-jpeg), `paper-cifar10` (the paper's CIFAR-10 protocol on
-# PAPER_IMAGES training images of cifar10-jpeg: search with each map point on the path bench-paper
-# found faster (benchmarks/pick_engine.py), SGD at 1x/2x/3x,
+# cifar10-jpeg training images: as many as bench-paper's rates search in PAPER_SEARCH_S (120) seconds,
+# at most PAPER_IMAGES, each map point on the path it found faster (benchmarks/pick_engine.py); SGD at 1x/2x/3x,
 # the All-layers learner, no augmentation, the paper's learning settings; full test set),
 # `fused-tiles` (benchmarks/fused_tiles.py: the fused generation per kernel tiling against eager, at
 # the points in TILE_POINTS, default 0).
@@ -25,7 +25,7 @@ DATA=${2:-data}
 STAGES=${3:-fused-tiles bench-paper paper-cifar10}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}   # DEVICE=cpu IMAGES=8 MNIST_EXTRA="--set data.subset=600": a smoke test of this script
-IMAGES=${IMAGES:-2048}
+IMAGES=${IMAGES:-1024}  # bench stages: 10 chunks of 102 at the paper's population (2,048 took bench-paper 170 s)
 WIDTH=${WIDTH:-256}
 BENCH_POP=${BENCH_POP:-240}
 BENCH_GENS=${BENCH_GENS:-[6,4,4,3]}
@@ -68,17 +68,19 @@ pipeline() {  # pipeline NAME SECONDS ARGS...: `repsearch run` on the GPU; its s
 
 for s in $STAGES; do
   case $s in
-    fused-tiles)    stage $s 110 "$OUT/$s.json" "$PY" benchmarks/fused_tiles.py --device "$DEVICE" --width "$WIDTH" \
+    fused-tiles)    stage $s 90 "$OUT/$s.json" "$PY" benchmarks/fused_tiles.py --device "$DEVICE" --width "$WIDTH" \
                       --images "${TILE_IMAGES:-102}" --population "$BENCH_POP" --points "$TILE_POINTS" --tiles "$TILES" ;;
     bench-fast)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast ;;
     bench-compiled) stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled ;;
     bench-bf16)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled --set search.precision=bf16 ;;
-    bench-paper)    stage $s 170 "$OUT/$s.json" "${BENCH[@]}" --paths fast,compiled,fused --population "$BENCH_POP" \
+    bench-paper)    stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast,compiled,fused --population "$BENCH_POP" \
                       --generations "$BENCH_GENS" ;;
-    paper-cifar10)  # each map point on the path bench-paper measured faster (compiled everywhere without it)
-      read -r -a ENGINE <<<"$("$PY" benchmarks/pick_engine.py "$OUT/bench-paper.json")"
-      echo "paper-cifar10 engine: ${ENGINE[*]}" >>"$LOG"
-      pipeline $s 330 --preset paper-cifar10 --set data.name=cifar10-jpeg --set data.subset="$PAPER_IMAGES" \
+    paper-cifar10)  # each map point on the path bench-paper measured faster (compiled everywhere without it),
+      # on as many images (at most PAPER_IMAGES) as its measured rates search in PAPER_SEARCH_S seconds
+      read -r -a ENGINE <<<"$("$PY" benchmarks/pick_engine.py "$OUT/bench-paper.json" --max-images "$PAPER_IMAGES" \
+        --search-seconds "${PAPER_SEARCH_S:-120}" --fallback-images "${PAPER_FALLBACK:-1000}")"
+      echo "paper-cifar10 engine and images: ${ENGINE[*]}" >>"$LOG"
+      pipeline $s 320 --preset paper-cifar10 --set data.name=cifar10-jpeg \
       --seeds 1 --set 'run.augment_variants=[false]' --set 'run.supervision_variants=["all"]' \
       "${ENGINE[@]}" "${PAPER_EXTRA[@]}" ;;
     mnist60k) pipeline $s 300 --preset cpu-mnist --set data.subset=0 "${MNIST_EXTRA[@]}" ;;

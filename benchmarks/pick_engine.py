@@ -1,35 +1,61 @@
 """The engine settings for a GPU run, from the same session's `search.py` JSON: per map point, the
-faster of the compiled and fused paths (the logits point stays compiled). Prints `--set` arguments;
-without a readable benchmark, the compiled path everywhere (the faster one measured so far).
+faster of the compiled and fused paths (the logits point stays compiled); and, with
+`--search-seconds`, how many training images the preset's search covers in that time at those
+measured rates (per-chunk work included in them), so that an end-to-end run fits its command.
+Prints `--set` arguments; without a readable benchmark, the compiled path everywhere (the faster
+one measured so far) and `--fallback-images`.
 
-    python benchmarks/pick_engine.py BENCH_JSON
+    python benchmarks/pick_engine.py BENCH_JSON [--preset paper-cifar10] [--search-seconds 120]
+                                     [--max-images 10000] [--fallback-images 1000]
 """
+import argparse
 import json
-import sys
 
 
-def pick(bench: dict | None) -> tuple[list[int], list[int]]:
-    """(engine.fused, engine.compile) point lists."""
+def pick(bench: dict | None) -> tuple[list[int], list[int], dict[int, float]]:
+    """(engine.fused, engine.compile) point lists, and the chosen path's evaluations/s per point."""
     rates = {}
     for result in (bench or {}).get("results", []):
         rates[result["path"]] = {p["point"]: p["evaluations_per_s"] for p in result["points"]}
     compiled, fused = rates.get("compiled", {}), rates.get("fused", {})
     if not compiled or not fused:
-        return [], sorted(compiled) or [0, 1, 2, 3]
+        return [], sorted(compiled) or [0, 1, 2, 3], dict(compiled)
     last = max(compiled)  # the logits: no map, never fused
     faster = [p for p in sorted(fused) if p != last and fused[p] > compiled.get(p, 0.0)]
-    return faster, [p for p in sorted(compiled) if p not in faster]
+    chosen = {p: (fused[p] if p in faster else compiled[p]) for p in compiled}
+    return faster, [p for p in sorted(compiled) if p not in faster], chosen
+
+
+def images_in(seconds: float, rates: dict[int, float], evaluations_per_image: list[int], cap: int) -> int:
+    """Training images whose search takes `seconds` at `rates` (in hundreds, at least 200; cap wins)."""
+    per_image = sum(e / rates[p] for p, e in enumerate(evaluations_per_image))
+    return int(min(cap, max(200, seconds / per_image // 100 * 100)))
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("bench")
+    p.add_argument("--preset", default="paper-cifar10")
+    p.add_argument("--search-seconds", type=float, default=0.0, help="0: print no data.subset")
+    p.add_argument("--max-images", type=int, default=10000)
+    p.add_argument("--fallback-images", type=int, default=1000)
+    a = p.parse_args(argv)
     try:
-        with open(argv[0]) as f:
+        with open(a.bench) as f:
             bench = json.load(f)
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         bench = None
-    fused, compiled = pick(bench)
-    print(f"--set engine.fused={json.dumps(fused).replace(' ', '')} --set engine.compile={json.dumps(compiled).replace(' ', '')}")
+    fused, compiled, rates = pick(bench)
+    args = [f"--set engine.fused={json.dumps(fused).replace(' ', '')}",
+            f"--set engine.compile={json.dumps(compiled).replace(' ', '')}"]
+    if a.search_seconds > 0:
+        from repsearch.config import resolve
+        search = resolve(a.preset).search
+        per_point = [(search.n_explore + search.n_refine) * g for g in search.generations]
+        n = images_in(a.search_seconds, rates, per_point, a.max_images) if len(rates) == len(per_point) \
+            else a.fallback_images
+        args.append(f"--set data.subset={n}")
+    print(" ".join(args))
 
 
 if __name__ == "__main__":

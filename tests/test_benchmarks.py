@@ -62,6 +62,14 @@ def test_the_gpu_run_takes_the_faster_path_per_map_point_and_compiled_without_a_
     def bench(compiled, fused):
         return {"results": [{"path": name, "points": [{"point": p, "evaluations_per_s": r} for p, r in enumerate(rates)]}
                             for name, rates in (("fast", [1, 1, 1, 1]), ("compiled", compiled), ("fused", fused))]}
-    assert pe.pick(bench([1.1e6, 3.2e6, 7.2e6, 9.1e6], [0.5e6, 2.1e6, 3.9e6, 7.2e6])) == ([], [0, 1, 2, 3])
-    assert pe.pick(bench([1.1e6, 3.2e6, 7.2e6, 9.1e6], [9e6, 2.1e6, 8e6, 1e9])) == ([0, 2], [1, 3])  # logits: never fused
-    assert pe.pick(None) == ([], [0, 1, 2, 3])
+    assert pe.pick(bench([1.1e6, 3.2e6, 7.2e6, 9.1e6], [0.5e6, 2.1e6, 3.9e6, 7.2e6]))[:2] == ([], [0, 1, 2, 3])
+    fused, compiled, rates = pe.pick(bench([1.1e6, 3.2e6, 7.2e6, 9.1e6], [9e6, 2.1e6, 8e6, 1e9]))
+    assert (fused, compiled) == ([0, 2], [1, 3])  # the logits: never fused
+    assert rates == {0: 9e6, 1: 3.2e6, 2: 8e6, 3: 9.1e6}
+    assert pe.pick(None)[:2] == ([], [0, 1, 2, 3])
+    # images whose search fits: 120 s / (66,000 / 1.1M + 22,000 / 3.2M + 22,000 / 7.2M + 2,200 / 9.1M) s per image
+    per_image = 66_000 / 1.1e6 + 22_000 / 3.2e6 + 22_000 / 7.2e6 + 2_200 / 9.1e6
+    rates = {0: 1.1e6, 1: 3.2e6, 2: 7.2e6, 3: 9.1e6}
+    assert pe.images_in(120, rates, [66_000, 22_000, 22_000, 2_200], 10_000) == int(120 / per_image // 100 * 100) == 1700
+    assert pe.images_in(1e5, rates, [66_000, 22_000, 22_000, 2_200], 10_000) == 10_000
+    assert pe.images_in(120, rates, [66_000, 22_000, 22_000, 2_200], 40) == 40  # a dry run's cap wins
