@@ -50,6 +50,7 @@ for part in $PARTS; do
       [ -f runs/evidence-scaling-mnist/scaling_population.png ] && \
         cp runs/evidence-scaling-mnist/scaling_population.png docs/figures/evidence-mnist-figure2-population.png && \
         cp runs/evidence-scaling-mnist/scaling_generations.png docs/figures/evidence-mnist-figure2-generations.png
+      [ -f runs/evidence-sweep-mnist/sweep.png ] && cp runs/evidence-sweep-mnist/sweep.png docs/figures/evidence-mnist-figure4.png
       for d in mnist cifar10; do
         [ -f "runs/evidence-diversity-$d/diversity.png" ] && cp "runs/evidence-diversity-$d/diversity.png" "docs/figures/evidence-$d-figure3.png"
       done

@@ -89,3 +89,19 @@ def test_a_resumed_runs_time_is_marked_as_its_last_calls(tmp_path):
     one, resumed = table([tmp_path / "one-call"]), table([tmp_path / "resumed"])
     assert " †" not in one and RESUMED_NOTE not in one
     assert " min † |" in resumed and RESUMED_NOTE in resumed
+
+
+def test_figure4s_table_renders_from_a_sweep_record_alone(tmp_path):
+    import json
+
+    from repsearch.report.figure_tables import markdown
+    src = json.loads((ROOT / "results" / "evidence-scaling-mnist" / "record.json").read_text())
+    point = {"axis": "population", "value": 12, "evaluations_per_image": 1775.4, "searched_ce_mean": 4e-5,
+             "val_accuracy": 0.956, "test_accuracy": 0.9653}
+    study = {"dataset": "mnist", "images": 2000,
+             "points": [point, {**point, "axis": "generations", "value": 0.25, "evaluations_per_image": 450.0}]}
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "record.json").write_text(json.dumps({**src, "kind": "sweep", "study": study}))
+    text = markdown([tmp_path / "s"])
+    assert "| population | 12 | 1,775 | 4.0e-05 | 95.6% | 96.53% |" in text
+    assert "| generations | x0.25 | 450 |" in text and "2,000 MNIST training images" in text
