@@ -32,8 +32,7 @@ from repsearch.errors import UserError
 from repsearch.models.airbench import Block, Head
 from repsearch.models.staged import SampleNorm
 
-from . import operators as ops
-from .strategy import Draws, parent_order, select_parents
+from .strategy import Draws, best_index, parent_order, select_parents
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,7 @@ class Plan:
     width: int
     stages: tuple[Stage, ...]  # 0, 1 or 2 downstream stages
     head: torch.Tensor  # (classes, features): the linear head times its scale
+    head_sum: torch.Tensor  # (classes,): W.1, for the normalization the kernel applies to the logits
     # The kernel's tiling: channels per tile (0: `fused_kernel.constexprs`' default) and warps per
     # program; benchmarks/fused_tiles.py times the choices on a GPU.
     channel_tile: int = 0
@@ -99,7 +99,7 @@ def plan_for(model: nn.Module, point: int, shapes: list[tuple]) -> Plan | None:
     if len(stages) > 2:
         return None
     head = (model.head.linear.weight * model.head.scale).detach().float().contiguous()
-    return Plan(channels, height, width, tuple(stages), head)
+    return Plan(channels, height, width, tuple(stages), head, head.sum(1).contiguous())
 
 
 def generation(plan: Plan, pop, ce, labels, source, draws: Draws, *, top_k, n_explore, alpha, boost, **_unused):
@@ -131,7 +131,7 @@ def _write_kept_refiners(plan: Plan, new_pop, new_ce, pool_std, picks, source, o
                          first: int, top_k: int) -> None:
     """Build and write the refiners (members `first`...) the search reads next: the next
     generation's parents and this one's best (the same selections `strategy` makes)."""
-    kept = torch.cat([parent_order(new_ce, top_k), new_ce.argmin(1, keepdim=True)], 1)
+    kept = torch.cat([parent_order(new_ce, top_k), best_index(new_ce)[:, None]], 1)
     j = kept - first
     slot = torch.where(j >= 0, kept, -1)
     j = j.clamp(min=0)
@@ -164,12 +164,3 @@ def channel_std(chstats, moments, hw: int):
     rstd, var = moments[..., 1:2], moments[..., 2:3]
     cvar = (csq / hw - (csum / hw) ** 2).clamp_min(0) if hw > 1 else var.expand_as(csum)
     return cvar.sqrt() * rstd
-
-
-def reference(plan: Plan, pool, pool_std, i1, i2, source, offsets, scale: float):
-    """What the kernel builds, in plain torch through `operators` (the eager path's own functions)."""
-    from .noise import windows
-    b, m = offsets.shape
-    noise = windows(source, offsets, (m, plan.channels, plan.height, plan.width))
-    children = ops.mutate(pool, pool_std, i1, i2, noise, scale, 0, "noise", kind="map")
-    return children, ops.member_std(children, "map")

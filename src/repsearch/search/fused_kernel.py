@@ -275,7 +275,7 @@ def launch(plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels, 
     if pool.dtype != torch.float32 or pool.stride()[1:] != (member, h * w, w, 1):
         raise ValueError("the kernel reads fp32 parents laid out member after member (pool[:, i] contiguous)")
     pool_std = pool_std.float().contiguous()  # small; a 1x1 map's std comes expanded over channels
-    lay = layout(h, w, n_stages)
+    lay = layout(h, w, n_stages, str(dev))
     sizes = constexprs(c, h, w, n_stages, plan.head.shape[0], norms=[s.normalized for s in plan.stages] + [True] * 2,
                        channel_tile=channel_tile, num_warps=num_warps, score=score, write=out is not None)
     ce = torch.empty(b, m, device=dev)
@@ -286,14 +286,12 @@ def launch(plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels, 
     params = []
     for stage in list(plan.stages) + [None] * (2 - n_stages):
         for pair in ((stage.bn1, stage.bn2) if stage is not None else ((ce, ce),) * 2):
-            params += [t.to(dev) for t in pair]
-    head = plan.head.to(dev)
-    slots = lay.slots.to(dev)
+            params += list(pair)
     build_score[(b * m,)](
         pool, pool_std, i1.contiguous(), i2.contiguous(), source.contiguous(), offsets.contiguous(),
         labels.contiguous(), (offsets if out is None else out_slot).contiguous(), float(scale),
-        ce if out is None else out, chstats, moments, ce, buf1, buf2, slots,
-        lay.left.to(dev) if len(lay.left) else slots, *params, head, head.sum(1).contiguous(),
+        ce if out is None else out, chstats, moments, ce, buf1, buf2, lay.slots,
+        lay.left if len(lay.left) else lay.slots, *params, plan.head, plan.head_sum,
         M=m, POOL=pool.stride(0) // member, STD=pool_std.shape[1], OUT=0 if out is None else out.stride(0) // member,
         num_warps=num_warps, **sizes)
     return ce, chstats, moments

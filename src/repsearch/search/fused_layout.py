@@ -33,7 +33,9 @@ class Layout:
 
 
 @lru_cache(maxsize=None)
-def layout(h: int, w: int, n_stages: int) -> Layout:
+def layout(h: int, w: int, n_stages: int, device: str = "cpu") -> Layout:
+    """The layout of an H x W point with `n_stages` downstream stages, its tables on `device` (built
+    once per process: a launch does not copy them again)."""
     h1, w1 = h // 2, w // 2
     groups, rest = [], list(range(h1 * w1)) if n_stages else []
     if n_stages == 2:
@@ -45,4 +47,4 @@ def layout(h: int, w: int, n_stages: int) -> Layout:
     g_pad, r_pad = pow2(max(1, len(groups[0]) if groups else 1)), pow2(max(1, len(rest)))
     slots = [p for g in groups for p in g + [-1] * (g_pad - len(g))] + rest + [-1] * (r_pad - len(rest))
     left = leftover_pixels(h, w) if n_stages else torch.zeros(0, dtype=torch.int64)
-    return Layout(torch.tensor(slots, dtype=torch.int32), len(groups), g_pad, r_pad, left)
+    return Layout(torch.tensor(slots, dtype=torch.int32, device=device), len(groups), g_pad, r_pad, left.to(device))

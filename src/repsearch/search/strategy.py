@@ -165,8 +165,13 @@ def generation(score, pop, ce, labels, source, draws: Draws, **settings):
     return tell(parents, parent_ce, children, score(children, labels))
 
 
+def best_index(ce: torch.Tensor) -> torch.Tensor:
+    """(B,) index of each image's best member (the first of equals)."""
+    return ce.argmin(dim=1)
+
+
 def best(pop: torch.Tensor, ce: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image's best member and its CE."""
-    i = ce.argmin(dim=1)
+    i = best_index(ce)
     rows = torch.arange(len(i), device=i.device)
     return pop[rows, i], ce[rows, i]
