@@ -8,13 +8,14 @@
 # `sgd-precision` (the SGD baseline at 60,000 MNIST images, bf16 autocast against fp32, 4 seeds),
 # `bench-paper` (evaluations/s per point of the fast, compiled and fused paths at the paper's width
 # and population 240 on cifar10-jpeg), `paper-cifar10` (the paper's CIFAR-10 protocol on
-# cifar10-jpeg training images: as many as bench-paper's rates search in PAPER_SEARCH_S (120) seconds,
+# cifar10-jpeg training images: as many as bench-paper's rates search in PAPER_SEARCH_S (140) seconds,
 # at most PAPER_IMAGES, each map point on the path it found faster (benchmarks/pick_engine.py); SGD at 1x/2x/3x,
 # the All-layers learner, no augmentation, the paper's learning settings; full test set),
 # `fused-tiles` (benchmarks/fused_tiles.py: the fused generation per kernel tiling against eager, at
-# the points in TILE_POINTS, default 0).
+# the points in TILE_POINTS, default 0; bench-paper and paper-cifar10 then use the fastest tiling whose
+# children score as eager's do, and no fused point when none does).
 # Dry run on a CPU first, at toy size (the fused kernel runs under Triton's interpreter there):
-#   DEVICE=cpu IMAGES=2 WIDTH=8 BENCH_POP=24 BENCH_GENS=[1,1,1,1] PAPER_IMAGES=40 TILE_IMAGES=2 TILES=0x4 \
+#   DEVICE=cpu IMAGES=2 WIDTH=8 BENCH_POP=24 BENCH_GENS=[1,1,1,1] PAPER_IMAGES=40 TILE_IMAGES=2 TILES=32x8 TILE_REPEATS=1 \
 #     PAPER_EXTRA="--overlay tiny --set search.generations=[1,1,1,1] --set engine.chunk_images=8 --set learn.batch_size=10 \
 #     --set baseline.batch_size=10" bash benchmarks/cuda_session.sh /tmp/dry data "fused-tiles bench-paper paper-cifar10"
 # On CUDA the search draws from counter streams (`search.rng=counter`: per-image torch.Generators
@@ -25,13 +26,13 @@ DATA=${2:-data}
 STAGES=${3:-fused-tiles bench-paper paper-cifar10}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}   # DEVICE=cpu IMAGES=8 MNIST_EXTRA="--set data.subset=600": a smoke test of this script
-IMAGES=${IMAGES:-1024}  # bench stages: 10 chunks of 102 at the paper's population (2,048 took bench-paper 170 s)
+IMAGES=${IMAGES:-1020}  # bench stages: 10 whole chunks of 102 at the paper's population (a partial chunk recompiles)
 WIDTH=${WIDTH:-256}
 BENCH_POP=${BENCH_POP:-240}
 BENCH_GENS=${BENCH_GENS:-[6,4,4,3]}
 PAPER_IMAGES=${PAPER_IMAGES:-10000}
 TILE_POINTS=${TILE_POINTS:-0}
-TILES=${TILES:-0x4,8x4,32x8,8x2}
+TILES=${TILES:-0x4,32x8,8x8,32x4}  # the lowest-register tilings under the H200's Triton 3.6 (fused_compile.py)
 read -r -a PAPER_EXTRA <<<"${PAPER_EXTRA:-}"
 [ "$DEVICE" = cpu ] && export TRITON_INTERPRET=1  # the fused kernel on a CPU: Triton's interpreter
 read -r -a MNIST_EXTRA <<<"${MNIST_EXTRA:-}"
@@ -68,17 +69,21 @@ pipeline() {  # pipeline NAME SECONDS ARGS...: `repsearch run` on the GPU; its s
 
 for s in $STAGES; do
   case $s in
-    fused-tiles)    stage $s 90 "$OUT/$s.json" "$PY" benchmarks/fused_tiles.py --device "$DEVICE" --width "$WIDTH" \
-                      --images "${TILE_IMAGES:-102}" --population "$BENCH_POP" --points "$TILE_POINTS" --tiles "$TILES" ;;
+    fused-tiles)    stage $s 80 "$OUT/$s.json" "$PY" benchmarks/fused_tiles.py --device "$DEVICE" --width "$WIDTH" \
+                      --images "${TILE_IMAGES:-102}" --population "$BENCH_POP" --points "$TILE_POINTS" --tiles "$TILES" --repeats "${TILE_REPEATS:-5}" ;;
     bench-fast)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast ;;
     bench-compiled) stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled ;;
     bench-bf16)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled --set search.precision=bf16 ;;
-    bench-paper)    stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast,compiled,fused --population "$BENCH_POP" \
-                      --generations "$BENCH_GENS" ;;
+    bench-paper)    # the fused path at the tiling fused-tiles measured fastest (the default without it)
+      read -r -a TILING <<<"$("$PY" benchmarks/pick_engine.py --tiles "$OUT/fused-tiles.json" --tiling-only)"
+      echo "bench-paper tiling: ${TILING[*]}" >>"$LOG"
+      stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast,compiled,fused --population "$BENCH_POP" \
+        --generations "$BENCH_GENS" "${TILING[@]}" ;;
     paper-cifar10)  # each map point on the path bench-paper measured faster (compiled everywhere without it),
       # on as many images (at most PAPER_IMAGES) as its measured rates search in PAPER_SEARCH_S seconds
-      read -r -a ENGINE <<<"$("$PY" benchmarks/pick_engine.py "$OUT/bench-paper.json" --max-images "$PAPER_IMAGES" \
-        --search-seconds "${PAPER_SEARCH_S:-120}" --fallback-images "${PAPER_FALLBACK:-1000}")"
+      read -r -a ENGINE <<<"$("$PY" benchmarks/pick_engine.py "$OUT/bench-paper.json" --tiles "$OUT/fused-tiles.json" \
+        --max-images "$PAPER_IMAGES" \
+        --search-seconds "${PAPER_SEARCH_S:-140}" --fallback-images "${PAPER_FALLBACK:-1000}")"
       echo "paper-cifar10 engine and images: ${ENGINE[*]}" >>"$LOG"
       pipeline $s 320 --preset paper-cifar10 --set data.name=cifar10-jpeg \
       --seeds 1 --set 'run.augment_variants=[false]' --set 'run.supervision_variants=["all"]' \

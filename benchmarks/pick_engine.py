@@ -2,11 +2,12 @@
 faster of the compiled and fused paths (the logits point stays compiled); and, with
 `--search-seconds`, how many training images the preset's search covers in that time at those
 measured rates (per-chunk work included in them), so that an end-to-end run fits its command.
-Prints `--set` arguments; without a readable benchmark, the compiled path everywhere (the faster
-one measured so far) and `--fallback-images`.
+With `--tiles`, the fused kernel's tiling that `fused_tiles.py` measured fastest at block 0 (the
+search's bulk). Prints `--set` arguments; without a readable benchmark, the compiled path everywhere
+(the faster one measured so far) and `--fallback-images`; without readable tiles, no tiling.
 
-    python benchmarks/pick_engine.py BENCH_JSON [--preset paper-cifar10] [--search-seconds 120]
-                                     [--max-images 10000] [--fallback-images 1000]
+    python benchmarks/pick_engine.py [BENCH_JSON] [--tiles TILES_JSON] [--preset paper-cifar10]
+                                     [--search-seconds 120] [--max-images 10000] [--fallback-images 1000]
 """
 import argparse
 import json
@@ -32,22 +33,44 @@ def images_in(seconds: float, rates: dict[int, float], evaluations_per_image: li
     return int(min(cap, max(200, seconds / per_image // 100 * 100)))
 
 
+def fastest_tiling(tiles: dict | None) -> str:
+    """The tiling fused_tiles.py found fastest at point 0 ("" when it measured none)."""
+    return ((tiles or {}).get("points", {}).get("0", {})).get("fastest", "")
+
+
+def without_fused(bench: dict) -> dict:
+    return {**bench, "results": [r for r in bench.get("results", []) if r["path"] != "fused"]}
+
+
+def read_json(path: str | None) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("bench")
+    p.add_argument("bench", nargs="?")
+    p.add_argument("--tiles", help="fused_tiles.py JSON: add its fastest tiling")
+    p.add_argument("--tiling-only", action="store_true", help="print only the tiling's --set")
     p.add_argument("--preset", default="paper-cifar10")
     p.add_argument("--search-seconds", type=float, default=0.0, help="0: print no data.subset")
     p.add_argument("--max-images", type=int, default=10000)
     p.add_argument("--fallback-images", type=int, default=1000)
     a = p.parse_args(argv)
-    try:
-        with open(a.bench) as f:
-            bench = json.load(f)
-    except (OSError, ValueError):
-        bench = None
+    tiling = fastest_tiling(read_json(a.tiles))  # "" also when no tiling agreed with eager
+    tiling_args = [f"--set engine.fused_tiling={tiling}"] if tiling else []
+    if a.tiling_only:
+        print(" ".join(tiling_args))
+        return
+    bench = read_json(a.bench)
+    if bench and a.tiles and read_json(a.tiles) is not None and not tiling:
+        bench = without_fused(bench)  # fused_tiles.py ran and no tiling scored the children as eager does
     fused, compiled, rates = pick(bench)
     args = [f"--set engine.fused={json.dumps(fused).replace(' ', '')}",
-            f"--set engine.compile={json.dumps(compiled).replace(' ', '')}"]
+            f"--set engine.compile={json.dumps(compiled).replace(' ', '')}", *tiling_args]
     if a.search_seconds > 0:
         from repsearch.config import resolve
         search = resolve(a.preset).search

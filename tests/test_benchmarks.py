@@ -73,3 +73,19 @@ def test_the_gpu_run_takes_the_faster_path_per_map_point_and_compiled_without_a_
     assert pe.images_in(120, rates, [66_000, 22_000, 22_000, 2_200], 10_000) == int(120 / per_image // 100 * 100) == 1700
     assert pe.images_in(1e5, rates, [66_000, 22_000, 22_000, 2_200], 10_000) == 10_000
     assert pe.images_in(120, rates, [66_000, 22_000, 22_000, 2_200], 40) == 40  # a dry run's cap wins
+    # the tiling: the one fused_tiles.py measured fastest at block 0, or none without its JSON
+    tiles = {"points": {"0": {"0x4": {"evals_per_s": 1e6}, "32x8": {"evals_per_s": 3e6}, "fastest": "32x8"}}}
+    assert pe.fastest_tiling(tiles) == "32x8"
+    assert pe.fastest_tiling(None) == pe.fastest_tiling({"points": {}}) == ""
+    # a tiling whose children do not score as the eager ones do is never picked, nor the fused path
+    fast_but_wrong = {"evals_per_s": 9e6, "vs_eager": 9.0, "ce_max_abs_diff": 0.3, "same_parents": 0.2}
+    assert not ft_agrees(fast_but_wrong) and ft_agrees({**fast_but_wrong, "ce_max_abs_diff": 2e-5, "same_parents": 1.0})
+    faster_fused = bench([1.1e6, 3.2e6, 7.2e6, 9.1e6], [9e6, 2.1e6, 8e6, 1e9])
+    assert pe.pick(pe.without_fused(faster_fused))[:2] == ([], [0, 1, 2, 3])
+
+
+def ft_agrees(measured):
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    from fused_tiles import agrees
+    return agrees(measured)

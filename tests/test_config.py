@@ -47,6 +47,9 @@ def test_preset_overrides_defaults():
     ("search.generations=[10,-1,5,5]", "search.generations must be >= 0"),
     ("model.name=nope", "model.name must be one of airbench, mlp, resnet or MODULE:FACTORY"),
     ("search.alpha.7=1", "out of range"),
+    ("engine.fused_tiling=24x4", "engine.fused_tiling is CHANNELSxWARPS with powers of two"),
+    ("engine.fused_tiling=32x32", "warps 1-16"),
+    ("engine.fused_tiling=fast", "got 'fast'"),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):
     with pytest.raises(UserError, match=message):
@@ -136,3 +139,11 @@ def test_a_presets_sgd_is_on_equal_terms_with_its_learner(preset):
     assert b.epochs == learn.epochs
     assert b.max_steps * b.batch_size == learn.max_steps * learn.batch_size
     assert b.depths == ([1, 2, 3] if learn.groups_per_block > 1 else [1])
+
+
+def test_a_fused_tiling_reaches_the_kernels_plan():
+    from repsearch.search import fused
+    assert C.resolve("quickstart", ["engine.fused_tiling=32x8"]).engine.fused_tiling == "32x8"
+    plan = fused.Plan(8, 4, 4, (), None, None)
+    assert (fused.tiled(plan, "32x8").channel_tile, fused.tiled(plan, "32x8").num_warps) == (32, 8)
+    assert fused.tiled(plan, "") is plan

@@ -142,6 +142,10 @@ class EngineConfig:
     # device; on a CPU only under TRITON_INTERPRET=1). A point the kernel cannot score (not the
     # paper's network downstream, fresh noise, bf16) runs as it would without it (search/fused.py).
     fused: list[int] = field(default_factory=list)
+    # The fused kernel's tiling, "CHANNELSxWARPS" (channels per program tile, warps per program);
+    # "" = the kernel's default. Registers, hence occupancy, depend on it and on the Triton version:
+    # benchmarks/fused_tiles.py times the choices on the GPU at hand.
+    fused_tiling: str = ""
 
 
 @dataclass

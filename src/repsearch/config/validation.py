@@ -54,6 +54,7 @@ def validate(cfg: Config) -> None:
     for key in ("compile", "fused"):
         if any(p < 0 for p in getattr(cfg.engine, key)):
             raise UserError(f"engine.{key} lists search points (0 = the first stage's output); got {getattr(cfg.engine, key)}")
+    validate_tiling(cfg.engine.fused_tiling)
     if not 0 < cfg.data.val_fraction < 1:
         raise UserError(f"data.val_fraction must be in (0, 1); got {cfg.data.val_fraction}")
     for t, name in ((cfg.baseline, "baseline"), (cfg.learn, "learn")):
@@ -151,3 +152,13 @@ def check_supervise(supervise, num_stages: int) -> list[int]:
     if any(not 0 <= s < num_stages for s in supervise):
         raise UserError(f"learn.supervise lists stages 0-{num_stages - 1} of this model; got {supervise}")
     return supervise
+
+
+def validate_tiling(tiling: str) -> None:
+    """engine.fused_tiling is "" or CHANNELSxWARPS: powers of two (0 channels: the default tile)."""
+    parts = tiling.split("x") if tiling else []
+    ok = not tiling or (len(parts) == 2 and all(p.isdigit() for p in parts)
+                        and all(int(p) & (int(p) - 1) == 0 for p in parts) and 1 <= int(parts[1]) <= 16)
+    if not ok:
+        raise UserError(f"engine.fused_tiling is CHANNELSxWARPS with powers of two, warps 1-16 (e.g. 32x8), "
+                        f"or empty for the default; got '{tiling}'")

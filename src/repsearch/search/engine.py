@@ -164,6 +164,7 @@ def _fused_step(problem: StagedProblem, point: int, params: Params, settings: di
     plan = fused.plan_for(problem.model, point, problem.shapes)
     if plan is None:
         return None
+    plan = fused.tiled(plan, getattr(engine, "fused_tiling", ""))
     return lambda pop, ce, labels, source, draws: fused.generation(plan, pop, ce, labels, source, draws, **settings)
 
 

@@ -23,7 +23,7 @@ compiled or eager path runs. On a CPU the kernel runs only under Triton's interp
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -100,6 +100,14 @@ def plan_for(model: nn.Module, point: int, shapes: list[tuple]) -> Plan | None:
         return None
     head = (model.head.linear.weight * model.head.scale).detach().float().contiguous()
     return Plan(channels, height, width, tuple(stages), head, head.sum(1).contiguous())
+
+
+def tiled(plan: Plan, tiling: str) -> Plan:
+    """`plan` with the kernel tiling "CHANNELSxWARPS" (`engine.fused_tiling`; "" keeps the default)."""
+    if not tiling:
+        return plan
+    channels, warps = (int(v) for v in tiling.split("x"))
+    return replace(plan, channel_tile=channels, num_warps=warps)
 
 
 def generation(plan: Plan, pop, ce, labels, source, draws: Draws, *, top_k, n_explore, alpha, boost, **_unused):
