@@ -52,9 +52,8 @@ stage() {  # stage NAME SECONDS STDOUT CMD...: stdout to the file STDOUT (- : th
   echo "== $name rc=$rc $((SECONDS - t0)) s" >>"$LOG"
 }
 
-{ date -u; nvidia-smi -L; nproc; "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__,
-  torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')
-  import triton; print('triton', triton.__version__)"
+{ date -u; nvidia-smi -L; nproc; "$PY" -c "import sys, torch, triton; print(sys.version.split()[0], torch.__version__,
+torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device', 'triton', triton.__version__)"
   git log -1 --format='%H %s' 2>/dev/null; } >>"$LOG" 2>&1
 
 pipeline() {  # pipeline NAME SECONDS ARGS...: `repsearch run` on the GPU; its small files come back as NAME.tgz
@@ -83,9 +82,9 @@ for s in $STAGES; do
       # on as many images (at most PAPER_IMAGES) as its measured rates search in PAPER_SEARCH_S seconds
       read -r -a ENGINE <<<"$("$PY" benchmarks/pick_engine.py "$OUT/bench-paper.json" --tiles "$OUT/fused-tiles.json" \
         --max-images "$PAPER_IMAGES" \
-        --search-seconds "${PAPER_SEARCH_S:-140}" --fallback-images "${PAPER_FALLBACK:-1000}")"
+        --search-seconds "${PAPER_SEARCH_S:-140}" --fallback-images "${PAPER_FALLBACK:-2400}")"
       echo "paper-cifar10 engine and images: ${ENGINE[*]}" >>"$LOG"
-      pipeline $s 320 --preset paper-cifar10 --set data.name=cifar10-jpeg \
+      pipeline $s "${PAPER_LIMIT:-320}" --preset paper-cifar10 --set data.name=cifar10-jpeg \
       --seeds 1 --set 'run.augment_variants=[false]' --set 'run.supervision_variants=["all"]' \
       "${ENGINE[@]}" "${PAPER_EXTRA[@]}" ;;
     mnist60k) pipeline $s 300 --preset cpu-mnist --set data.subset=0 "${MNIST_EXTRA[@]}" ;;

@@ -53,6 +53,11 @@ def agreement(eager_ce, fused_ce, top_k: int) -> dict:
     return {"ce_max_abs_diff": (eager_ce - fused_ce).abs().max().item(), "same_parents": same.float().mean().item()}
 
 
+def log(line: str) -> None:
+    """Progress on stderr as it happens: a GPU stage cut at its time limit keeps what it measured."""
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
 def agrees(measured: dict, tolerance: float = 1e-3) -> bool:
     """The fused children's CE within `tolerance` nats of the eager ones' and the same next parents
     for at least 99% of images (near-ties may swap under another summation order)."""
@@ -89,14 +94,17 @@ def point_rates(cfg, problem, params, point: int, images: int, tiles, repeats: i
 
     with torch.no_grad():
         t_eager = timed(eager, device, repeats)
+        log(f"point {point}: eager {evals / t_eager:,.0f} evaluations/s")
         _, eager_ce = eager()
         plan = fused.plan_for(problem.model, point, problem.shapes)
         out = {"shape": list(shape), "eager_evals_per_s": evals / t_eager}
         for cb, warps in tiles:
+            log(f"point {point}: tiling {cb}x{warps} (first call compiles)")
             tiled = fused.tiled(plan, f"{cb}x{warps}")
             t = timed(lambda: fused.generation(tiled, pop, ce, y, source, draws, **settings), device, repeats)
             _, fused_ce = fused.generation(tiled, pop, ce, y, source, draws, **settings)
             out[f"{cb}x{warps}"] = {"evals_per_s": evals / t, "vs_eager": t_eager / t, **agreement(eager_ce, fused_ce, params.top_k)}
+            log(f"point {point}: tiling {cb}x{warps} {out[f'{cb}x{warps}']}")
         # a tiling is eligible only when its children score as the eager ones do (a GPU compiler's bug
         # would show here first): the fastest of those, "" when none agrees
         rated = {key: v["evals_per_s"] for key, v in out.items() if isinstance(v, dict) and agrees(v)}

@@ -27,10 +27,18 @@ def pick(bench: dict | None) -> tuple[list[int], list[int], dict[int, float]]:
     return faster, [p for p in sorted(compiled) if p not in faster], chosen
 
 
-def images_in(seconds: float, rates: dict[int, float], evaluations_per_image: list[int], cap: int) -> int:
-    """Training images whose search takes `seconds` at `rates` (in hundreds, at least 200; cap wins)."""
+def images_in(seconds: float, rates: dict[int, float], evaluations_per_image: list[int], cap: int,
+              least: int = 200) -> int:
+    """Training images whose search takes `seconds` at `rates` (in hundreds, at least `least`: one
+    learning batch past the validation holdout; cap wins)."""
     per_image = sum(e / rates[p] for p, e in enumerate(evaluations_per_image))
-    return int(min(cap, max(200, seconds / per_image // 100 * 100)))
+    return int(min(cap, max(least, seconds / per_image // 100 * 100)))
+
+
+def least_images(cfg) -> int:
+    """The fewest images (in hundreds) whose training split holds one batch of SGD and the learner."""
+    batch = max(cfg.learn.batch_size, cfg.baseline.batch_size)
+    return int(-(-batch / (1 - cfg.data.val_fraction) // 100) * 100)
 
 
 def fastest_tiling(tiles: dict | None) -> str:
@@ -73,10 +81,10 @@ def main(argv=None) -> None:
             f"--set engine.compile={json.dumps(compiled).replace(' ', '')}", *tiling_args]
     if a.search_seconds > 0:
         from repsearch.config import resolve
-        search = resolve(a.preset).search
-        per_point = [(search.n_explore + search.n_refine) * g for g in search.generations]
-        n = images_in(a.search_seconds, rates, per_point, a.max_images) if len(rates) == len(per_point) \
-            else a.fallback_images
+        cfg = resolve(a.preset)
+        per_point = [(cfg.search.n_explore + cfg.search.n_refine) * g for g in cfg.search.generations]
+        n = images_in(a.search_seconds, rates, per_point, a.max_images, least_images(cfg)) \
+            if len(rates) == len(per_point) else min(a.fallback_images, a.max_images)
         args.append(f"--set data.subset={n}")
     print(" ".join(args))
 

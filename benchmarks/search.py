@@ -7,6 +7,7 @@ Prints JSON: per width and path, evaluations/s per search point, achieved FLOP/s
 peak measured here, and bytes/s of the elementwise mutation work over a copy bandwidth measured here.
 """
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -99,6 +100,7 @@ def main():
                 layer["fraction_of_matmul_peak"] = layer["achieved_flops"] / ref["matmul_peak_flops"]
                 layer["fraction_of_copy_bandwidth"] = layer["mutation_bytes_per_s"] / ref["copy_bandwidth_bytes_per_s"]
             results.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)  # each path as measured: a timeout keeps them
     speedups = {}
     for width in map(int, a.widths.split(",")):
         by_path = {r["path"]: r for r in results if r["width"] == width}
