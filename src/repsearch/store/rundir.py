@@ -18,13 +18,38 @@ import torch
 from .atomic import append_line, atomic_write_json, jsonable
 
 
-def _git(*args) -> str | None:
+def _git(*args, cwd=None, stdin: str | None = None, env: dict | None = None, strip: bool = True) -> str | None:
     try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else None
+        here = cwd or Path(__file__).resolve().parent
+        out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10, input=stdin,
+                             env={**os.environ, **env} if env else None)
+        return (out.stdout.strip() if strip else out.stdout) if out.returncode == 0 else None
     except Exception:
         return None
+
+
+def git_tree(root: str | None = None) -> str | None:
+    """The git tree id of the checkout's files as they are on disk (tracked and untracked, ignored
+    ones left out). It equals `git rev-parse COMMIT^{tree}` exactly when the files are COMMIT's, so
+    a run on a machine whose copy of .git is stale (the lent GPU's) still names the code it ran.
+    Nothing is written to the repository: a temporary index and object store, blobs hashed only."""
+    import tempfile
+    root = root or _git("rev-parse", "--show-toplevel")
+    listed = root and _git("ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=root, strip=False)
+    if not listed:
+        return None
+    paths = sorted({p for p in listed.split("\0") if p and os.path.isfile(os.path.join(root, p))})
+    blobs = _git("hash-object", "--no-filters", "--stdin-paths", cwd=root, stdin="\n".join(paths) + "\n")
+    if blobs is None or len(blobs.split()) != len(paths):
+        return None
+    modes = ["100755" if os.access(os.path.join(root, p), os.X_OK) else "100644" for p in paths]
+    info = "".join(f"{m} {b}\t{p}\n" for m, b, p in zip(modes, blobs.split(), paths))
+    with tempfile.TemporaryDirectory() as tmp:
+        os.mkdir(os.path.join(tmp, "objects"))  # write-tree stores its trees here, not in the repository
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index"), "GIT_OBJECT_DIRECTORY": os.path.join(tmp, "objects")}
+        if _git("update-index", "--add", "--index-info", cwd=root, stdin=info, env=env) is None:
+            return None
+        return _git("write-tree", "--missing-ok", cwd=root, env=env)
 
 
 def git_commit() -> str | None:
@@ -59,7 +84,7 @@ def environment(device: str) -> dict:
         "python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
         "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
-        "commit": git_commit(), "dirty": git_dirty(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": git_commit(), "dirty": git_dirty(), "tree": git_tree(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "world_size": _world_size(),
         **cpu_identity(),
     }
