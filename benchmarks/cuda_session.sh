@@ -6,33 +6,37 @@
 # evaluations/s at the paper's width on cifar10-jpeg, as benchmarks/search.py JSON), `mnist60k`
 # (cpu-mnist on all 60,000 MNIST images, end to end), `fashion30k` (cpu-fashion, 30,000 images), `tests` (tests/test_cuda.py: CUDA against CPU),
 # `sgd-precision` (the SGD baseline at 60,000 MNIST images, bf16 autocast against fp32, 4 seeds),
-# `bench-paper` (evaluations/s per point of the fast, compiled and fused paths at the paper's width
-# and population 240 on cifar10-jpeg), `paper-cifar10` (the paper's CIFAR-10 protocol on
-# cifar10-jpeg training images: as many as bench-paper's rates search in PAPER_SEARCH_S (140) seconds,
-# at most PAPER_IMAGES, each map point on the path it found faster (benchmarks/pick_engine.py); SGD at 1x/2x/3x,
-# the All-layers learner, no augmentation, the paper's learning settings; full test set),
-# `fused-tiles` (benchmarks/fused_tiles.py: the fused generation per kernel tiling against eager, at
-# the points in TILE_POINTS, default 0; bench-paper and paper-cifar10 then use the fastest tiling whose
-# children score as eager's do, and no fused point when none does).
+# `bench-paper` (evaluations/s per point of the paths in BENCH_PATHS, default compiled and fused, at
+# the paper's width and population 240 on cifar10-jpeg), `paper-cifar10` (the paper's CIFAR-10
+# protocol on cifar10-jpeg training images: as many as bench-paper's rates search in PAPER_SEARCH_S
+# (140) seconds, at most PAPER_IMAGES, each map point on the path it found faster
+# (benchmarks/pick_engine.py); SGD at 1x/2x/3x, the All-layers learner, no augmentation, the paper's
+# learning settings; full test set; limit PAPER_LIMIT, 320 s), `fused-tiles` (benchmarks/fused_tiles.py:
+# the fused generation per kernel tiling in TILES against eager, at the points in TILE_POINTS, each
+# checked against eager's CE and parents; bench-paper and paper-cifar10 then use the fastest tiling
+# that agrees, and no fused point when none does), `ncu-fused` (Nsight Compute on the fused kernel at
+# block 0, tiling NCU_TILE: speed of light, memory, occupancy, warp stall reasons, into ncu-fused.txt).
+# Each stage logs what it measures as it goes (session.log), so a stage cut at its limit keeps it.
 # Dry run on a CPU first, at toy size (the fused kernel runs under Triton's interpreter there):
-#   DEVICE=cpu IMAGES=2 WIDTH=8 BENCH_POP=24 BENCH_GENS=[1,1,1,1] PAPER_IMAGES=40 TILE_IMAGES=2 TILES=32x8 TILE_REPEATS=1 \
+#   DEVICE=cpu IMAGES=2 WIDTH=8 BENCH_POP=24 BENCH_GENS=[1,1,1,1] PAPER_IMAGES=40 TILE_IMAGES=2 TILES=32x8 TILE_REPEATS=1 TILE_POINTS=2 \
 #     PAPER_EXTRA="--overlay tiny --set search.generations=[1,1,1,1] --set engine.chunk_images=8 --set learn.batch_size=10 \
-#     --set baseline.batch_size=10" bash benchmarks/cuda_session.sh /tmp/dry data "fused-tiles bench-paper paper-cifar10"
+#     --set baseline.batch_size=10" bash benchmarks/cuda_session.sh /tmp/dry data "fused-tiles ncu-fused bench-paper paper-cifar10"
 # On CUDA the search draws from counter streams (`search.rng=counter`: per-image torch.Generators
 # would cost a kernel launch per image per draw) and sizes chunks from `engine.memory_gb`.
 set -uo pipefail
 OUT=${1:?usage: cuda_session.sh OUT_DIR [DATA_ROOT] [STAGES]}
 DATA=${2:-data}
-STAGES=${3:-fused-tiles bench-paper paper-cifar10}
+STAGES=${3:-fused-tiles ncu-fused bench-paper}  # add paper-cifar10 (about 320 s) in a call of its own
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}   # DEVICE=cpu IMAGES=8 MNIST_EXTRA="--set data.subset=600": a smoke test of this script
-IMAGES=${IMAGES:-1020}  # bench stages: 10 whole chunks of 102 at the paper's population (a partial chunk recompiles)
+IMAGES=${IMAGES:-510}  # bench stages: 5 whole chunks of 102 at the paper's population (a partial chunk recompiles;
+# 1,020 images on three paths ran past bench-paper's 150 s on 2026-12-04: compilation is most of it)
 WIDTH=${WIDTH:-256}
 BENCH_POP=${BENCH_POP:-240}
 BENCH_GENS=${BENCH_GENS:-[6,4,4,3]}
 PAPER_IMAGES=${PAPER_IMAGES:-10000}
-TILE_POINTS=${TILE_POINTS:-0}
-TILES=${TILES:-0x4,32x8,8x8,32x4}  # the lowest-register tilings under the H200's Triton 3.6 (fused_compile.py)
+TILE_POINTS=${TILE_POINTS:-0,1,2}
+TILES=${TILES:-32x4,32x8,0x4}  # the fastest at block 0 on the H200 under its Triton 3.6 (2026-12-04)
 read -r -a PAPER_EXTRA <<<"${PAPER_EXTRA:-}"
 [ "$DEVICE" = cpu ] && export TRITON_INTERPRET=1  # the fused kernel on a CPU: Triton's interpreter
 read -r -a MNIST_EXTRA <<<"${MNIST_EXTRA:-}"
@@ -70,13 +74,22 @@ for s in $STAGES; do
   case $s in
     fused-tiles)    stage $s 80 "$OUT/$s.json" "$PY" benchmarks/fused_tiles.py --device "$DEVICE" --width "$WIDTH" \
                       --images "${TILE_IMAGES:-102}" --population "$BENCH_POP" --points "$TILE_POINTS" --tiles "$TILES" --repeats "${TILE_REPEATS:-5}" ;;
+    ncu-fused)      # where the fused kernel's time goes at block 0: the explorers' and refiners' launches
+      # of the first timed generation (3 launches a generation; the warm-up's are skipped), stall reasons included
+      if command -v ncu >/dev/null; then
+        stage $s 90 "$OUT/$s.txt" ncu --clock-control none --kernel-name regex:build_score --launch-skip 3 \
+          --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis --section LaunchStats \
+          --section Occupancy --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+          "$PY" benchmarks/fused_tiles.py --device "$DEVICE" --width "$WIDTH" --images "${TILE_IMAGES:-102}" \
+          --population "$BENCH_POP" --points 0 --tiles "${NCU_TILE:-32x4}" --repeats 1
+      else echo "ncu-fused: no ncu on this machine" >>"$LOG"; fi ;;
     bench-fast)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast ;;
     bench-compiled) stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled ;;
     bench-bf16)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled --set search.precision=bf16 ;;
     bench-paper)    # the fused path at the tiling fused-tiles measured fastest (the default without it)
       read -r -a TILING <<<"$("$PY" benchmarks/pick_engine.py --tiles "$OUT/fused-tiles.json" --tiling-only)"
       echo "bench-paper tiling: ${TILING[*]}" >>"$LOG"
-      stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast,compiled,fused --population "$BENCH_POP" \
+      stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths "${BENCH_PATHS:-compiled,fused}" --population "$BENCH_POP" \
         --generations "$BENCH_GENS" "${TILING[@]}" ;;
     paper-cifar10)  # each map point on the path bench-paper measured faster (compiled everywhere without it),
       # on as many images (at most PAPER_IMAGES) as its measured rates search in PAPER_SEARCH_S seconds
