@@ -35,8 +35,8 @@ WIDTH=${WIDTH:-256}
 BENCH_POP=${BENCH_POP:-240}
 BENCH_GENS=${BENCH_GENS:-[6,4,4,3]}
 PAPER_IMAGES=${PAPER_IMAGES:-10000}
-TILE_POINTS=${TILE_POINTS:-0,1,2}
-TILES=${TILES:-32x4,32x8,0x4}  # the fastest at block 0 on the H200 under its Triton 3.6 (2026-12-04)
+TILE_POINTS=${TILE_POINTS:-0}
+TILES=${TILES:-0x4,4x4,8x4,8x8}  # kernel v3 (natural-order tiles): pass 1 channels x warps; 0 = four values a thread
 read -r -a PAPER_EXTRA <<<"${PAPER_EXTRA:-}"
 [ "$DEVICE" = cpu ] && export TRITON_INTERPRET=1  # the fused kernel on a CPU: Triton's interpreter
 read -r -a MNIST_EXTRA <<<"${MNIST_EXTRA:-}"
@@ -81,7 +81,7 @@ for s in $STAGES; do
           --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis --section LaunchStats \
           --section Occupancy --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
           "$PY" benchmarks/fused_tiles.py --device "$DEVICE" --width "$WIDTH" --images "${TILE_IMAGES:-102}" \
-          --population "$BENCH_POP" --points 0 --tiles "${NCU_TILE:-32x4}" --repeats 1
+          --population "$BENCH_POP" --points 0 --tiles "${NCU_TILE:-0x4}" --repeats 1
       else echo "ncu-fused: no ncu on this machine" >>"$LOG"; fi ;;
     bench-fast)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast ;;
     bench-compiled) stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled ;;

@@ -21,8 +21,8 @@ from triton.compiler import ASTSource
 
 from repsearch.search import fused_kernel as fk
 
-POINTERS = {"i1", "i2", "offsets", "labels", "out_slot"}  # int64 tensors; slots/left are int32
-INT32 = {"slots", "left"}
+POINTERS = {"i1", "i2", "offsets", "labels", "out_slot"}  # int64 tensors
+INT32: set = set()
 
 
 def compile_point(arch: int, consts: dict, num_warps: int) -> dict:

@@ -106,28 +106,3 @@ def test_points_the_kernel_cannot_score_fall_back(setup):
     assert fused.plan_for(batch.model, 0, batch.shapes) is None
     resnet = open_search(resolve("quickstart", [*SETS, "model.name=resnet"]), prep).problem
     assert all(fused.plan_for(resnet.model, p, resnet.shapes) is None for p in range(3))
-
-
-def test_leftover_pixels_are_what_no_pooling_window_covers():
-    from repsearch.search.fused_layout import leftover_pixels
-    assert leftover_pixels(4, 4).tolist() == []
-    assert leftover_pixels(3, 3).tolist() == [2, 5, 6, 7, 8]
-    assert len(leftover_pixels(15, 15)) == 15 + 14 and len(leftover_pixels(1, 1)) == 1
-
-
-@pytest.mark.parametrize("h,w", [(15, 15), (14, 14), (7, 9), (4, 4), (5, 6)])
-def test_the_layout_makes_the_second_pool_a_max_over_four_groups(h, w):
-    """Pass 1 puts the first pool's outputs in buf1 so that pass 2 pools again by an elementwise max
-    over four groups: that max is max_pool2d of the map, and every position has one slot."""
-    from repsearch.search.fused_layout import layout
-    lay = layout(h, w, 2)
-    h1, w1 = h // 2, w // 2
-    level1 = torch.randn(h1 * w1)
-    groups = lay.slots[:4 * lay.group_pad].reshape(4, lay.group_pad)
-    valid = groups[0] >= 0
-    assert lay.groups == 4 and all(bool(((g >= 0) == valid).all()) for g in groups)
-    pooled = torch.stack([level1[g[valid].long()] for g in groups]).max(0).values
-    assert torch.equal(pooled, torch.nn.functional.max_pool2d(level1.reshape(1, 1, h1, w1), 2).flatten())
-    assert sorted(lay.slots[lay.slots >= 0].tolist()) == list(range(h1 * w1))
-    one = layout(h, w, 1)
-    assert one.groups == 0 and one.slots[one.slots >= 0].tolist() == list(range(h1 * w1))
