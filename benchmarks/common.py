@@ -64,9 +64,9 @@ def _scalars(obj, prefix: str = "", out: dict | None = None, limit: int = 400) -
 def emit(name: str, result: dict, device: str = "cpu", config: dict | None = None) -> None:
     """Print the benchmark's JSON and write its record (`repsearch.store.record`):
     $BENCH_RECORD, else runs/benchmarks/NAME-TIME/record.json."""
+    print(json.dumps(result, indent=2), flush=True)  # first: a machine without the record's packages keeps it
     from repsearch.store import record
     from repsearch.store.rundir import environment
-    print(json.dumps(result, indent=2))
     path = Path(os.environ.get("BENCH_RECORD") or f"runs/benchmarks/{name}-{time.strftime('%Y%m%d-%H%M%S')}/record.json")
     record.write(path, kind=f"benchmark/{name}", argv=["python", *sys.argv], config=config or {},
                  environment=environment(device), seeds=[], wall_seconds=time.time() - _STARTED,
