@@ -95,6 +95,32 @@ def _grid(HP: tl.constexpr, WP: tl.constexpr, H: tl.constexpr, W: tl.constexpr):
 
 
 @triton.jit
+def _stage_tile(buf, row, chan, cmask, q, m, mean, rstd, a1p, b1p, a2p, b2p, SIZE: tl.constexpr):
+    """A downstream stage on channels `chan` of a pooled buffer (rows of SIZE padded values from
+    `row`): the stage's output and its mask."""
+    mm = cmask[:, None, None] & m[None, :, :]
+    v = tl.load(buf + (row + chan[:, None, None]) * SIZE + q[None, :, :], mask=mm, other=0.0)
+    return _stage(v, mean, rstd, mm, chan, cmask, a1p, b1p, a2p, b2p), mm
+
+
+@triton.jit
+def _features(chan, HP: tl.constexpr, WP: tl.constexpr, H: tl.constexpr, W: tl.constexpr):
+    """The head's feature index of each value of a (CB, HP, WP) tile of a C x H x W map."""
+    return chan[:, None, None] * (H * W) + (tl.arange(0, HP)[:, None] * W + tl.arange(0, WP)[None, :])[None, :, :]
+
+
+@triton.jit
+def _normalization(total, total_sq, n, NORM: tl.constexpr):
+    """(mean, 1/std) of a map from its sums; (0, 1) when the map is not normalized."""
+    mean = total / n
+    rstd = 1.0 / tl.sqrt(tl.maximum(total_sq / n - mean * mean, 0.0) + 1e-5)
+    if NORM == 0:
+        mean = 0.0
+        rstd = 1.0
+    return mean, rstd
+
+
+@triton.jit
 def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
                 out, chstats, moments, ce_out, buf1, buf2,
                 a11, b11, a12, b12, a21, b21, a22, b22, head, head_sum,
@@ -164,47 +190,28 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
         for c0 in range(0, C, CB2):
             chan = c0 + tl.arange(0, CB2)
             cmask = chan < C
-            mm = cmask[:, None, None] & m1[None, :, :]
-            v = tl.load(buf1 + (pid * C + chan[:, None, None]) * (H1P * W1P) + q1[None, :, :], mask=mm, other=0.0)
-            y = _stage(v, mean, rstd, mm, chan, cmask, a11, b11, a12, b12)
+            y, mm = _stage_tile(buf1, pid * C, chan, cmask, q1, m1, mean, rstd, a11, b11, a12, b12, H1P * W1P)
             y_sum += _sum3(y)
             y_sq += _sum3(y * y)
             if N_STAGES == 2:
                 tl.store(buf2 + (pid * C + chan[:, None, None]) * (H2P * W2P) + q2[None, :, :],
                          _pool(y, mm, CB2, H1P, W1P), mask=cmask[:, None, None] & m2[None, :, :])
             else:  # the head reads this stage
-                feat = chan[:, None, None] * (H1 * W1) + (tl.arange(0, H1P)[:, None] * W1 + tl.arange(0, W1P)[None, :])[None, :, :]
-                logits = _head(logits, head, kk, feat, mm, y, K, C * H1 * W1)
-        n1 = C * H1 * W1
-        m_last = y_sum / n1
-        r_last = 1.0 / tl.sqrt(tl.maximum(y_sq / n1 - m_last * m_last, 0.0) + 1e-5)
-        if NORM1 == 0:
-            m_last = 0.0
-            r_last = 1.0
+                logits = _head(logits, head, kk, _features(chan, H1P, W1P, H1, W1), mm, y, K, C * H1 * W1)
+        m_last, r_last = _normalization(y_sum, y_sq, C * H1 * W1, NORM1)
         tl.debug_barrier()
     # 3. the second downstream stage on buf2, into the head
     if SCORE and N_STAGES == 2:
-        q2, m2 = _grid(H2P, W2P, H2, W2)
-        m_in = m_last
-        r_in = r_last
         z_sum = 0.0
         z_sq = 0.0
         for c0 in range(0, C, CB2):
             chan = c0 + tl.arange(0, CB2)
             cmask = chan < C
-            mm = cmask[:, None, None] & m2[None, :, :]
-            v = tl.load(buf2 + (pid * C + chan[:, None, None]) * (H2P * W2P) + q2[None, :, :], mask=mm, other=0.0)
-            z = _stage(v, m_in, r_in, mm, chan, cmask, a21, b21, a22, b22)
+            z, mm = _stage_tile(buf2, pid * C, chan, cmask, q2, m2, m_last, r_last, a21, b21, a22, b22, H2P * W2P)
             z_sum += _sum3(z)
             z_sq += _sum3(z * z)
-            feat = chan[:, None, None] * (H2 * W2) + (tl.arange(0, H2P)[:, None] * W2 + tl.arange(0, W2P)[None, :])[None, :, :]
-            logits = _head(logits, head, kk, feat, mm, z, K, C * H2 * W2)
-        n2 = C * H2 * W2
-        m_last = z_sum / n2
-        r_last = 1.0 / tl.sqrt(tl.maximum(z_sq / n2 - m_last * m_last, 0.0) + 1e-5)
-        if NORM2 == 0:
-            m_last = 0.0
-            r_last = 1.0
+            logits = _head(logits, head, kk, _features(chan, H2P, W2P, H2, W2), mm, z, K, C * H2 * W2)
+        m_last, r_last = _normalization(z_sum, z_sq, C * H2 * W2, NORM2)
     # 4. the cross-entropy of the head on the last map, normalized: rstd * (W.x - mean * W.1)
     if SCORE:
         kmask = kk < K
