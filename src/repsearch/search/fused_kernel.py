@@ -95,12 +95,32 @@ def _grid(HP: tl.constexpr, WP: tl.constexpr, H: tl.constexpr, W: tl.constexpr):
 
 
 @triton.jit
-def _stage_tile(buf, row, chan, cmask, q, m, mean, rstd, a1p, b1p, a2p, b2p, SIZE: tl.constexpr):
-    """A downstream stage on channels `chan` of a pooled buffer (rows of SIZE padded values from
-    `row`): the stage's output and its mask."""
-    mm = cmask[:, None, None] & m[None, :, :]
-    v = tl.load(buf + (row + chan[:, None, None]) * SIZE + q[None, :, :], mask=mm, other=0.0)
-    return _stage(v, mean, rstd, mm, chan, cmask, a1p, b1p, a2p, b2p), mm
+def _stage_pass(src, dst, row, mean, rstd, a1p, b1p, a2p, b2p, logits, head, kk, C: tl.constexpr,
+                CB: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr, H: tl.constexpr, W: tl.constexpr,
+                TO_HEAD: tl.constexpr, K: tl.constexpr, NORM: tl.constexpr):
+    """A downstream stage over every channel of a pooled H x W map (rows of HP x WP padded values
+    in `src`, from row `row`), normalized by (mean, rstd): its own normalization (mean, 1/std), and
+    either its 2x2 pool into `dst` (same rows, a quarter the size) or its part of the logits."""
+    q, m = _grid(HP, WP, H, W)
+    if not TO_HEAD:
+        q_out, m_out = _grid(HP // 2, WP // 2, H // 2, W // 2)
+    total = 0.0
+    total_sq = 0.0
+    for c0 in range(0, C, CB):
+        chan = c0 + tl.arange(0, CB)
+        cmask = chan < C
+        mm = cmask[:, None, None] & m[None, :, :]
+        v = tl.load(src + (row + chan[:, None, None]) * (HP * WP) + q[None, :, :], mask=mm, other=0.0)
+        y = _stage(v, mean, rstd, mm, chan, cmask, a1p, b1p, a2p, b2p)
+        total += _sum3(y)
+        total_sq += _sum3(y * y)
+        if TO_HEAD:
+            logits = _head(logits, head, kk, _features(chan, HP, WP, H, W), mm, y, K, C * H * W)
+        else:
+            tl.store(dst + (row + chan[:, None, None]) * (HP * WP // 4) + q_out[None, :, :], _pool(y, mm, CB, HP, WP),
+                     mask=cmask[:, None, None] & m_out[None, :, :])
+    mean_out, rstd_out = _normalization(total, total_sq, C * H * W, NORM)
+    return mean_out, rstd_out, logits
 
 
 @triton.jit
@@ -184,34 +204,13 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
     m_last = mean
     r_last = rstd
     if SCORE and N_STAGES >= 1:
-        q2, m2 = _grid(H2P, W2P, H2, W2)
-        y_sum = 0.0
-        y_sq = 0.0
-        for c0 in range(0, C, CB2):
-            chan = c0 + tl.arange(0, CB2)
-            cmask = chan < C
-            y, mm = _stage_tile(buf1, pid * C, chan, cmask, q1, m1, mean, rstd, a11, b11, a12, b12, H1P * W1P)
-            y_sum += _sum3(y)
-            y_sq += _sum3(y * y)
-            if N_STAGES == 2:
-                tl.store(buf2 + (pid * C + chan[:, None, None]) * (H2P * W2P) + q2[None, :, :],
-                         _pool(y, mm, CB2, H1P, W1P), mask=cmask[:, None, None] & m2[None, :, :])
-            else:  # the head reads this stage
-                logits = _head(logits, head, kk, _features(chan, H1P, W1P, H1, W1), mm, y, K, C * H1 * W1)
-        m_last, r_last = _normalization(y_sum, y_sq, C * H1 * W1, NORM1)
+        m_last, r_last, logits = _stage_pass(buf1, buf2, pid * C, mean, rstd, a11, b11, a12, b12, logits, head, kk,
+                                             C, CB2, H1P, W1P, H1, W1, N_STAGES == 1, K, NORM1)
         tl.debug_barrier()
     # 3. the second downstream stage on buf2, into the head
     if SCORE and N_STAGES == 2:
-        z_sum = 0.0
-        z_sq = 0.0
-        for c0 in range(0, C, CB2):
-            chan = c0 + tl.arange(0, CB2)
-            cmask = chan < C
-            z, mm = _stage_tile(buf2, pid * C, chan, cmask, q2, m2, m_last, r_last, a21, b21, a22, b22, H2P * W2P)
-            z_sum += _sum3(z)
-            z_sq += _sum3(z * z)
-            logits = _head(logits, head, kk, _features(chan, H2P, W2P, H2, W2), mm, z, K, C * H2 * W2)
-        m_last, r_last = _normalization(z_sum, z_sq, C * H2 * W2, NORM2)
+        m_last, r_last, logits = _stage_pass(buf2, buf2, pid * C, m_last, r_last, a21, b21, a22, b22, logits, head, kk,
+                                             C, CB2, H2P, W2P, H2, W2, True, K, NORM2)
     # 4. the cross-entropy of the head on the last map, normalized: rstd * (W.x - mean * W.1)
     if SCORE:
         kmask = kk < K
