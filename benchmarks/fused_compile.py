@@ -3,6 +3,11 @@ ptxas says of each program: registers per thread, spills, shared memory; and the
 registers allow. A kernel change can be judged here before a device is lent (the H200 profile of
 2026-12-04 found 228 registers -> 12.5% occupancy the first version's limit).
 
+It also counts the SASS instructions one program issues (straight-line code once, each channel loop's
+body once per trip) and models the rate of whole generations (100 explorers scored and written, 120
+refiners scored, 21 kept refiners written) if every H200 scheduler issued one instruction a cycle:
+an issue ceiling, modelled, which a kernel that is not bound by memory approaches from below.
+
     python benchmarks/fused_compile.py [--arch 90] [--width 256] [--num-warps 4] [--channel-tile 0]
 """
 from __future__ import annotations
@@ -16,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import triton
+from sass_count import issued_per_thread
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -23,6 +29,20 @@ from repsearch.search import fused_kernel as fk
 
 POINTERS = {"i1", "i2", "offsets", "labels", "out_slot"}  # int64 tensors
 INT32: set = set()
+H200_WARP_ISSUE_PER_S = 132 * 4 * 1.98e9  # SMs x schedulers x boost clock: warp-instructions per second
+GENERATION = {"score": 120, "score + write": 100, "write": 21}  # programs per image and generation (paper split)
+EVALUATED = GENERATION["score"] + GENERATION["score + write"]  # children scored per generation
+
+
+def loop_trips(consts: dict) -> list[int]:
+    """The program's channel loops in source order and their trip counts (fused_kernel.build_score)."""
+    c = consts["C"]
+    trips = [-(-c // consts["CB"])]
+    if consts["SCORE"]:
+        trips += [-(-c // consts["CB2"])] * min(consts["N_STAGES"], 2)
+    if consts["WRITE"]:
+        trips.append(-(-c // consts["CBW"]))
+    return trips
 
 
 def compile_point(arch: int, consts: dict, num_warps: int) -> dict:
@@ -43,13 +63,16 @@ def compile_point(arch: int, consts: dict, num_warps: int) -> dict:
         ptxas = Path(triton.__file__).parent / "backends/nvidia/bin/ptxas"
         log = subprocess.run([str(ptxas), f"-arch=sm_{arch}a" if arch >= 90 else f"-arch=sm_{arch}", "-v",
                               str(ptx), "-o", str(Path(tmp) / "k.cubin")], capture_output=True, text=True).stderr
+        sass = subprocess.run([str(ptxas.parent / "nvdisasm"), "-c", str(Path(tmp) / "k.cubin")],
+                              capture_output=True, text=True).stdout
     regs = int(re.search(r"Used (\d+) registers", log).group(1))
     spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     threads = 32 * num_warps
     blocks = min(32, 65536 // (max(regs, 1) * threads))  # sm_90: 64K registers, at most 32 blocks per SM
     return dict(registers=regs, spill_stores=int(spill.group(1)), spill_loads=int(spill.group(2)),
                 shared_bytes=kernel.metadata.shared, threads=threads,
-                occupancy_modelled=round(min(blocks * threads, 2048) / 2048, 3))
+                occupancy_modelled=round(min(blocks * threads, 2048) / 2048, 3),
+                issued_per_thread=issued_per_thread(sass, loop_trips(consts), consts["K"]))
 
 
 def main(argv=None) -> None:
@@ -63,11 +86,18 @@ def main(argv=None) -> None:
               "point2 (3x3, head)": (3, 3, 0)}
     out = {"triton": triton.__version__, "arch": f"sm_{a.arch}", "width": a.width, "num_warps": a.num_warps}
     for name, (h, w, n) in points.items():
-        for write in (0, 1):  # refiners are scored only; explorers are also written
+        issued = 0
+        for kind, programs in GENERATION.items():  # refiners are scored only; explorers also written
             consts = dict(M=220, POOL=240, STD=20, OUT=240, **fk.constexprs(
-                a.width, h, w, n, 10, channel_tile=a.channel_tile, num_warps=a.num_warps, write=bool(write)))
-            out[f"{name}{' + write' if write else ''}"] = dict(CB=consts["CB"], **compile_point(a.arch, consts,
-                                                                                                 a.num_warps))
+                a.width, h, w, n, 10, channel_tile=a.channel_tile, num_warps=a.num_warps, score="score" in kind,
+                write="write" in kind))
+            program = dict(CB=consts["CB"], **compile_point(a.arch, consts, a.num_warps))
+            out[f"{name} {kind}"] = program
+            issued = None if issued is None or program["issued_per_thread"] is None else \
+                issued + programs * program["issued_per_thread"]
+        if issued is not None:  # warp-instructions per generation of one image -> evaluations per second
+            out[f"{name} issue ceiling (modelled evaluations/s)"] = round(
+                H200_WARP_ISSUE_PER_S * EVALUATED / (a.num_warps * issued))
     json.dump(out, sys.stdout, indent=1)
     print()
 
