@@ -62,9 +62,9 @@ def compile_point(arch: int, consts: dict, num_warps: int) -> dict:
         ptx.write_text(kernel.asm["ptx"])
         ptxas = Path(triton.__file__).parent / "backends/nvidia/bin/ptxas"
         log = subprocess.run([str(ptxas), f"-arch=sm_{arch}a" if arch >= 90 else f"-arch=sm_{arch}", "-v",
-                              str(ptx), "-o", str(Path(tmp) / "k.cubin")], capture_output=True, text=True).stderr
+                              str(ptx), "-o", str(Path(tmp) / "k.cubin")], capture_output=True, text=True, check=True).stderr
         sass = subprocess.run([str(ptxas.parent / "nvdisasm"), "-c", str(Path(tmp) / "k.cubin")],
-                              capture_output=True, text=True).stdout
+                              capture_output=True, text=True, check=True).stdout
     regs = int(re.search(r"Used (\d+) registers", log).group(1))
     spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     threads = 32 * num_warps
