@@ -30,16 +30,16 @@ from repsearch.search import fused_kernel as fk
 POINTERS = {"i1", "i2", "offsets", "labels", "out_slot"}  # int64 tensors
 INT32: set = set()
 H200_WARP_ISSUE_PER_S = 132 * 4 * 1.98e9  # SMs x schedulers x boost clock: warp-instructions per second
-GENERATION = {"score": 120, "score + write": 100, "write": 21}  # programs per image and generation (paper split)
+GENERATION = {"score": 120, "score + write": 100, "write": 21}  # per image and generation (paper split): refiners scored, explorers scored, written and their channel spread taken, kept refiners written
 EVALUATED = GENERATION["score"] + GENERATION["score + write"]  # children scored per generation
 
 
 def loop_trips(consts: dict) -> list[int]:
     """The program's channel loops in source order and their trip counts (fused_kernel.build_score)."""
     c = consts["C"]
-    trips = [-(-c // consts["CB"])]
-    if consts["SCORE"]:
-        trips += [-(-c // consts["CB2"])] * min(consts["N_STAGES"], 2)
+    trips = []
+    if consts["SCORE"]:  # a child only written takes its statistics from its scoring launch
+        trips += [-(-c // consts["CB"])] + [-(-c // consts["CB2"])] * min(consts["N_STAGES"], 2)
     if consts["WRITE"]:
         trips.append(-(-c // consts["CBW"]))
     return trips
@@ -90,7 +90,7 @@ def main(argv=None) -> None:
         for kind, programs in GENERATION.items():  # refiners are scored only; explorers also written
             consts = dict(M=220, POOL=240, STD=20, OUT=240, **fk.constexprs(
                 a.width, h, w, n, 10, channel_tile=a.channel_tile, num_warps=a.num_warps, score="score" in kind,
-                write="write" in kind))
+                write="write" in kind, channel_stats=kind == "score + write"))
             program = dict(CB=consts["CB"], **compile_point(a.arch, consts, a.num_warps))
             out[f"{name} {kind}"] = program
             issued = None if issued is None or program["issued_per_thread"] is None else \

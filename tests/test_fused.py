@@ -73,9 +73,9 @@ def test_the_kernel_builds_the_children_ask_builds_and_scores_them_as_the_networ
     assert torch.allclose(new_pop[rows, kept], everyone[rows, kept], atol=1e-5), (new_pop[rows, kept] -
                                                                                  everyone[rows, kept]).abs().max()
     # the explorers' channel std the refiners were bred with
-    _, chstd = fused.build_and_score(plan, parents, strategy.select_parents(pop, ce, k, "map")[2],
+    chstd = fused.build_and_score(plan, parents, strategy.select_parents(pop, ce, k, "map")[2],
                                      draws.picks_explore[:, 0], draws.picks_explore[:, 1], source,
-                                     draws.noise[:, :ne], settings["alpha"] * settings["boost"], y)
+                                     draws.noise[:, :ne], settings["alpha"] * settings["boost"], y).std
     from repsearch.search import operators as ops
     assert torch.allclose(chstd, ops.member_std(children[:, :ne], "map"), atol=1e-5)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -123,45 +124,56 @@ def generation(plan: Plan, pop, ce, labels, source, draws: Draws, *, top_k, n_ex
     new_pop = pop.new_empty(b, k + offsets.shape[1], *pop.shape[2:])
     new_pop[:, :k] = parents
     slots = torch.arange(k, k + n_explore, device=pop.device).expand(b, -1)
-    explorer_ce, explorer_std = build_and_score(plan, new_pop, parent_std, pe[:, 0], pe[:, 1], source,
-                                                offsets[:, :n_explore], alpha * boost, labels, out=new_pop,
-                                                out_slot=slots)
-    pool_std = torch.cat([parent_std, explorer_std], 1)
-    refiner_ce, _ = build_and_score(plan, new_pop, pool_std, pr[:, 0], pr[:, 1], source, offsets[:, n_explore:],
-                                    alpha, labels)
-    new_ce = torch.cat([parent_ce, explorer_ce, refiner_ce], 1)
-    _write_kept_refiners(plan, new_pop, new_ce, pool_std, pr, source, offsets[:, n_explore:], alpha, labels,
-                         first=k + n_explore, top_k=top_k)
+    explorers = build_and_score(plan, new_pop, parent_std, pe[:, 0], pe[:, 1], source, offsets[:, :n_explore],
+                                alpha * boost, labels, out=new_pop, out_slot=slots)
+    pool_std = torch.cat([parent_std, explorers.std], 1)
+    refiners = build_and_score(plan, new_pop, pool_std, pr[:, 0], pr[:, 1], source, offsets[:, n_explore:], alpha,
+                               labels, channel_stats=False)
+    new_ce = torch.cat([parent_ce, explorers.ce, refiners.ce], 1)
+    _write_kept_refiners(plan, new_pop, new_ce, refiners.moments, pool_std, pr, source, offsets[:, n_explore:], alpha,
+                         labels, first=k + n_explore, top_k=top_k)
     return new_pop, new_ce
 
 
-def _write_kept_refiners(plan: Plan, new_pop, new_ce, pool_std, picks, source, offsets, scale: float, labels, *,
-                         first: int, top_k: int) -> None:
+def _write_kept_refiners(plan: Plan, new_pop, new_ce, moments, pool_std, picks, source, offsets, scale: float, labels,
+                         *, first: int, top_k: int) -> None:
     """Build and write the refiners (members `first`...) the search reads next: the next
-    generation's parents and this one's best (the same selections `strategy` makes)."""
+    generation's parents and this one's best (the same selections `strategy` makes), normalized by
+    the `moments` their scoring left."""
     kept = torch.cat([parent_order(new_ce, top_k), best_index(new_ce)[:, None]], 1)
     j = kept - first
     slot = torch.where(j >= 0, kept, -1)
     j = j.clamp(min=0)
     i1, i2 = picks[:, 0].gather(1, j), picks[:, 1].gather(1, j)
     build_and_score(plan, new_pop, pool_std, i1, i2, source, offsets.gather(1, j), scale, labels, out=new_pop,
-                    out_slot=slot, score=False)
+                    out_slot=slot, score=False, moments=moments.gather(1, j[..., None].expand(-1, -1, 3)))
+
+
+class Scored(NamedTuple):
+    """What a launch returns: CE (B, M) (undefined unscored), each child's channel std (B, M, C)
+    after its normalization (None unasked), and its moments (B, M, 3): mean, 1/std, var."""
+    ce: torch.Tensor
+    std: torch.Tensor | None
+    moments: torch.Tensor
 
 
 def build_and_score(plan: Plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels, *, out=None,
-                    out_slot=None, score: bool = True):
+                    out_slot=None, score: bool = True, channel_stats: bool = True, moments=None) -> Scored:
     """Children (B, M, C, H, W) = normalize(mean of pool[i1], pool[i2] + noise x scale x their mean
-    channel std), noise = `source` rows (pre-smoothed maps) from `offsets`. Returns their CE (B, M)
-    through the rest of the network (undefined with score=False) and their channel std (B, M, C);
-    with `out`, child m of image b is written at out[b, out_slot[b, m]] (-1: not written)."""
+    channel std), noise = `source` rows (pre-smoothed maps) from `offsets`: their CE through the rest
+    of the network, and (with channel_stats) their channel std; with `out`, child m of image b is
+    written at out[b, out_slot[b, m]] (-1: not written). Children only written (score=False) are
+    normalized by the `moments` their scoring returned: the same numbers, not recomputed."""
     from . import fused_kernel
     if pool.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise UserError("engine.fused runs on a CUDA device (on a CPU only under TRITON_INTERPRET=1, for tests); "
                         "set engine.fused=[] here")
     ce, chstats, moments = fused_kernel.launch(plan, pool, pool_std, i1, i2, source, offsets, scale, labels,
-                                               out=out, out_slot=out_slot, score=score,
-                                               channel_tile=plan.channel_tile, num_warps=plan.num_warps)
-    return ce, channel_std(chstats, moments, plan.height * plan.width)
+                                               out=out, out_slot=out_slot, score=score, channel_stats=channel_stats,
+                                               moments=moments, channel_tile=plan.channel_tile,
+                                               num_warps=plan.num_warps)
+    std = None if chstats is None else channel_std(chstats, moments, plan.height * plan.width)
+    return Scored(ce, std, moments)
 
 
 def channel_std(chstats, moments, hw: int):

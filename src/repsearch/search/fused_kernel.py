@@ -78,12 +78,18 @@ def _stage(v, mean, rstd, m, chan, cmask, a1p, b1p, a2p, b2p):
 
 
 @triton.jit
-def _head(logits, head, kk, feat, m, y, K: tl.constexpr, FEATURES: tl.constexpr):
-    """logits[k] += sum(head[k, feat] * y) over the (CB, h, w) tile (a loop over classes)."""
-    for k in range(K):
-        w = tl.load(head + k * FEATURES + feat, mask=m, other=0.0)
-        logits = tl.where(kk == k, logits + _sum3(w * y), logits)
-    return logits
+def _head(acc, head, kk, feat, m, y, K: tl.constexpr, FEATURES: tl.constexpr):
+    """acc[k] += head[k, feat] * y over a (CB, h, w) tile, elementwise into a (K_PAD, CB, h, w)
+    accumulator: one reduction after the channel loop instead of one per class and tile."""
+    k4 = kk[:, None, None, None]
+    w = tl.load(head + k4 * FEATURES + feat[None, :, :, :], mask=(k4 < K) & m[None, :, :, :], other=0.0)
+    return acc + w * y[None, :, :, :]
+
+
+@triton.jit
+def _sum4(acc):
+    """(K_PAD, CB, h, w) -> (K_PAD,): a head accumulator's logits."""
+    return tl.sum(tl.sum(tl.sum(acc, axis=3), axis=2), axis=1)
 
 
 @triton.jit
@@ -97,29 +103,32 @@ def _grid(HP: tl.constexpr, WP: tl.constexpr, H: tl.constexpr, W: tl.constexpr):
 @triton.jit
 def _stage_pass(src, dst, row, mean, rstd, a1p, b1p, a2p, b2p, logits, head, kk, C: tl.constexpr,
                 CB: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr, H: tl.constexpr, W: tl.constexpr,
-                TO_HEAD: tl.constexpr, K: tl.constexpr, NORM: tl.constexpr):
+                TO_HEAD: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr, NORM: tl.constexpr):
     """A downstream stage over every channel of a pooled H x W map (rows of HP x WP padded values
     in `src`, from row `row`), normalized by (mean, rstd): its own normalization (mean, 1/std), and
     either its 2x2 pool into `dst` (same rows, a quarter the size) or its part of the logits."""
     q, m = _grid(HP, WP, H, W)
     if not TO_HEAD:
         q_out, m_out = _grid(HP // 2, WP // 2, H // 2, W // 2)
-    total = 0.0
-    total_sq = 0.0
+    acc = tl.zeros((CB, HP, WP), tl.float32)  # the map's sums, elementwise: reduced once, after the loop
+    acc_sq = tl.zeros((CB, HP, WP), tl.float32)
+    head_acc = tl.zeros((K_PAD, CB, HP, WP), tl.float32)
     for c0 in range(0, C, CB):
         chan = c0 + tl.arange(0, CB)
         cmask = chan < C
         mm = cmask[:, None, None] & m[None, :, :]
         v = tl.load(src + (row + chan[:, None, None]) * (HP * WP) + q[None, :, :], mask=mm, other=0.0)
         y = _stage(v, mean, rstd, mm, chan, cmask, a1p, b1p, a2p, b2p)
-        total += _sum3(y)
-        total_sq += _sum3(y * y)
+        acc += y
+        acc_sq += y * y
         if TO_HEAD:
-            logits = _head(logits, head, kk, _features(chan, HP, WP, H, W), mm, y, K, C * H * W)
+            head_acc = _head(head_acc, head, kk, _features(chan, HP, WP, H, W), mm, y, K, C * H * W)
         else:
             tl.store(dst + (row + chan[:, None, None]) * (HP * WP // 4) + q_out[None, :, :], _pool(y, mm, CB, HP, WP),
                      mask=cmask[:, None, None] & m_out[None, :, :])
-    mean_out, rstd_out = _normalization(total, total_sq, C * H * W, NORM)
+    mean_out, rstd_out = _normalization(_sum3(acc), _sum3(acc_sq), C * H * W, NORM)
+    if TO_HEAD:
+        logits += _sum4(head_acc)
     return mean_out, rstd_out, logits
 
 
@@ -141,6 +150,45 @@ def _normalization(total, total_sq, n, NORM: tl.constexpr):
 
 
 @triton.jit
+def _build_pass(pool, std, bank, p1, p2, s1, s2, noise_row, scale, chstats, buf1, pid, logits, head, kk,
+                C: tl.constexpr, CB: tl.constexpr, H: tl.constexpr, W: tl.constexpr, HP: tl.constexpr,
+                WP: tl.constexpr, N_STAGES: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
+                CHSTATS: tl.constexpr):
+    """Pass 1 over every channel of the child: its (mean, 1/std, var), each channel's sums into
+    `chstats` (with CHSTATS: only the explorers' spread is read again), and the first pool's max of
+    the raw child into buf1, or, with no stage after, its part of the logits. The map's sums are
+    kept elementwise and reduced once, after the loop."""
+    HW: tl.constexpr = H * W
+    pos, pm = _grid(HP, WP, H, W)
+    if N_STAGES >= 1:
+        q1, m1 = _grid(HP // 2, WP // 2, H // 2, W // 2)
+    acc = tl.zeros((CB, HP, WP), tl.float32)
+    acc_sq = tl.zeros((CB, HP, WP), tl.float32)
+    head_acc = tl.zeros((K_PAD, CB, HP, WP), tl.float32)
+    for c0 in range(0, C, CB):
+        chan = c0 + tl.arange(0, CB)
+        cmask = chan < C
+        m3 = cmask[:, None, None] & pm[None, :, :]
+        off = chan[:, None, None] * HW + pos[None, :, :]
+        x = _child(pool, p1, p2, bank, noise_row, off, m3, _spread(std, s1, s2, chan, cmask, scale)[:, None, None])
+        acc += x
+        acc_sq += x * x
+        if CHSTATS:
+            tl.store(chstats + pid * 2 * C + chan, tl.sum(tl.sum(x, axis=2), axis=1), mask=cmask)
+            tl.store(chstats + pid * 2 * C + C + chan, tl.sum(tl.sum(x * x, axis=2), axis=1), mask=cmask)
+        if N_STAGES == 0:
+            head_acc = _head(head_acc, head, kk, off, m3, x, K, C * HW)
+        else:
+            tl.store(buf1 + (pid * C + chan[:, None, None]) * (HP * WP // 4) + q1[None, :, :], _pool(x, m3, CB, HP, WP),
+                     mask=cmask[:, None, None] & m1[None, :, :])
+    mean = _sum3(acc) / (C * HW)
+    var = tl.maximum(_sum3(acc_sq) / (C * HW) - mean * mean, 0.0)
+    if N_STAGES == 0:
+        logits += _sum4(head_acc)
+    return mean, 1.0 / tl.sqrt(var + 1e-5), var, logits
+
+
+@triton.jit
 def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
                 out, chstats, moments, ce_out, buf1, buf2,
                 a11, b11, a12, b12, a21, b21, a22, b22, head, head_sum,
@@ -148,7 +196,7 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
                 C: tl.constexpr, H: tl.constexpr, W: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr,
                 CBW: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr, HW_PAD: tl.constexpr,
                 N_STAGES: tl.constexpr, NORM1: tl.constexpr, NORM2: tl.constexpr, K: tl.constexpr,
-                K_PAD: tl.constexpr, SCORE: tl.constexpr, WRITE: tl.constexpr):
+                K_PAD: tl.constexpr, SCORE: tl.constexpr, WRITE: tl.constexpr, CHSTATS: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     img = pid // M
     HW: tl.constexpr = H * W
@@ -167,50 +215,29 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
     noise_row = tl.load(offsets + pid) * HW
     kk = tl.arange(0, K_PAD)
     logits = tl.zeros((K_PAD,), tl.float32)
-    # 1. the child, built once: its statistics; the first pool's windows into buf1 (or the head)
-    pos, pm = _grid(HP, WP, H, W)
-    if N_STAGES >= 1:
-        q1, m1 = _grid(H1P, W1P, H1, W1)
-    total = 0.0
-    total_sq = 0.0
-    for c0 in range(0, C, CB):
-        chan = c0 + tl.arange(0, CB)
-        cmask = chan < C
-        m3 = cmask[:, None, None] & pm[None, :, :]
-        off = chan[:, None, None] * HW + pos[None, :, :]
-        x = _child(pool, p1, p2, bank, noise_row, off, m3,
-                   _spread(std, s1, s2, chan, cmask, scale)[:, None, None])
-        csum = tl.sum(tl.sum(x, axis=2), axis=1)
-        csq = tl.sum(tl.sum(x * x, axis=2), axis=1)
-        if N_STAGES == 0:
-            if SCORE:
-                logits = _head(logits, head, kk, off, m3, x, K, C * HW)
-        else:
-            pooled = _pool(x, m3, CB, HP, WP)
-            tl.store(buf1 + (pid * C + chan[:, None, None]) * (H1P * W1P) + q1[None, :, :], pooled,
-                     mask=cmask[:, None, None] & m1[None, :, :])
-        tl.store(chstats + pid * 2 * C + chan, csum, mask=cmask)
-        tl.store(chstats + pid * 2 * C + C + chan, csq, mask=cmask)
-        total += tl.sum(csum, axis=0)
-        total_sq += tl.sum(csq, axis=0)
-    mean = total / (C * HW)
-    var = tl.maximum(total_sq / (C * HW) - mean * mean, 0.0)
-    rstd = 1.0 / tl.sqrt(var + 1e-5)
-    tl.store(moments + pid * 3, mean)
-    tl.store(moments + pid * 3 + 1, rstd)
-    tl.store(moments + pid * 3 + 2, var)
+    # 1. the child, built once: its statistics; the first pool's windows into buf1 (or the head).
+    # A child only written (SCORE == 0) takes the statistics its scoring launch left in `moments`.
+    if SCORE:
+        mean, rstd, var, logits = _build_pass(pool, std, bank, p1, p2, s1, s2, noise_row, scale, chstats, buf1, pid,
+                                              logits, head, kk, C, CB, H, W, HP, WP, N_STAGES, K, K_PAD, CHSTATS)
+        tl.store(moments + pid * 3, mean)
+        tl.store(moments + pid * 3 + 1, rstd)
+        tl.store(moments + pid * 3 + 2, var)
+    else:
+        mean = tl.load(moments + pid * 3)
+        rstd = tl.load(moments + pid * 3 + 1)
     tl.debug_barrier()
     # 2. the first downstream stage on buf1; the second pool's max into buf2 (or the head)
     m_last = mean
     r_last = rstd
     if SCORE and N_STAGES >= 1:
         m_last, r_last, logits = _stage_pass(buf1, buf2, pid * C, mean, rstd, a11, b11, a12, b12, logits, head, kk,
-                                             C, CB2, H1P, W1P, H1, W1, N_STAGES == 1, K, NORM1)
+                                             C, CB2, H1P, W1P, H1, W1, N_STAGES == 1, K, K_PAD, NORM1)
         tl.debug_barrier()
     # 3. the second downstream stage on buf2, into the head
     if SCORE and N_STAGES == 2:
         m_last, r_last, logits = _stage_pass(buf2, buf2, pid * C, m_last, r_last, a21, b21, a22, b22, logits, head, kk,
-                                             C, CB2, H2P, W2P, H2, W2, True, K, NORM2)
+                                             C, CB2, H2P, W2P, H2, W2, True, K, K_PAD, NORM2)
     # 4. the cross-entropy of the head on the last map, normalized: rstd * (W.x - mean * W.1)
     if SCORE:
         kmask = kk < K
@@ -234,26 +261,29 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
 
 
 def constexprs(c: int, h: int, w: int, n_stages: int, classes: int, *, norms=(True, True), channel_tile: int = 0,
-               num_warps: int = 4, score: bool = True, write: bool = False) -> dict:
+               num_warps: int = 4, score: bool = True, write: bool = False, channel_stats: bool = True) -> dict:
     """The program's compile-time sizes for a C x H x W point with `n_stages` downstream stages (the
     per-launch member counts M, POOL, STD, OUT are added by `launch`). Channel tiles: pass 1's CB
-    (0: about four values per thread of its HP x WP tiles), the later passes' CB2 (4x as many
-    channels of maps 4x smaller), and the write pass's CBW (four values per thread)."""
+    (0: about four values per thread of its HP x WP tiles; one where they feed the head), the later
+    passes' CB2 (4x as many channels of maps 4x smaller before a second stage, as many into the head:
+    the head's (classes x tile) accumulator then holds about 16 values per thread), and the write
+    pass's CBW (four values per thread)."""
     hp, wp, hw_pad = _pow2(h), _pow2(w), _pow2(h * w)
     threads = 32 * num_warps
-    cb = channel_tile or max(1, min(_pow2(c), 4 * threads // (hp * wp)))
-    return dict(C=c, H=h, W=w, CB=cb, CB2=min(_pow2(c), 4 * cb) if n_stages else cb,
+    cb = channel_tile or max(1, min(_pow2(c), (4 if n_stages else 1) * threads // (hp * wp)))
+    return dict(C=c, H=h, W=w, CB=cb, CB2=min(_pow2(c), 4 * cb) if n_stages == 2 else cb,
                 CBW=max(1, min(_pow2(c), 4 * threads // hw_pad)), HP=hp, WP=wp, HW_PAD=hw_pad, N_STAGES=n_stages,
                 NORM1=int(n_stages >= 1 and norms[0]), NORM2=int(n_stages >= 2 and norms[1]), K=classes,
-                K_PAD=_pow2(classes), SCORE=int(score), WRITE=int(write))
+                K_PAD=_pow2(classes), SCORE=int(score), WRITE=int(write), CHSTATS=int(score and channel_stats))
 
 
 def launch(plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels, *, out=None, out_slot=None,
-           score: bool = True, channel_tile: int = 0, num_warps: int = 4):
+           score: bool = True, channel_stats: bool = True, moments=None, channel_tile: int = 0, num_warps: int = 4):
     """Run the program for (B, M) children. pool (B, >=P, C, H, W) and pool_std (B, P, C) hold the
-    parents; i1, i2 (B, M) index them. Returns (ce (B, M), chstats (B, M, 2, C), moments (B, M, 3):
-    mean, rstd, var); with `out` (B, N, C, H, W), child m is written normalized at out[b, out_slot[b, m]]
-    (-1: not written)."""
+    parents; i1, i2 (B, M) index them. Returns (ce (B, M), chstats (B, M, 2, C) (with channel_stats),
+    moments (B, M, 3): mean, rstd, var); with `out` (B, N, C, H, W), child m is written normalized at
+    out[b, out_slot[b, m]] (-1: not written). Children only written (score=False) are normalized by
+    the `moments` their scoring launch returned."""
     b, m = offsets.shape
     c, h, w = plan.channels, plan.height, plan.width
     dev = pool.device
@@ -263,10 +293,13 @@ def launch(plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels, 
         raise ValueError("the kernel reads fp32 parents laid out member after member (pool[:, i] contiguous)")
     pool_std = pool_std.float().contiguous()  # small; a 1x1 map's std comes expanded over channels
     sizes = constexprs(c, h, w, n_stages, plan.head.shape[0], norms=[s.normalized for s in plan.stages] + [True] * 2,
-                       channel_tile=channel_tile, num_warps=num_warps, score=score, write=out is not None)
+                       channel_tile=channel_tile, num_warps=num_warps, score=score, write=out is not None,
+                       channel_stats=channel_stats)
+    if not score and (moments is None or moments.shape != (b, m, 3)):
+        raise ValueError("children only written need the (B, M, 3) moments their scoring launch returned")
     ce = torch.empty(b, m, device=dev)
-    chstats = torch.empty(b, m, 2, c, device=dev)
-    moments = torch.empty(b, m, 3, device=dev)
+    chstats = torch.empty(b, m, 2, c, device=dev) if sizes["CHSTATS"] else None
+    moments = torch.empty(b, m, 3, device=dev) if score else moments.float().contiguous()
     pooled1 = (sizes["HP"] // 2) * (sizes["WP"] // 2)  # buf1, buf2: the pools' outputs, padded like the tiles
     buf1 = torch.empty(b * m, c, pooled1 if n_stages else 1, device=dev)
     buf2 = torch.empty(b * m, c, pooled1 // 4 if n_stages == 2 else 1, device=dev)
@@ -277,7 +310,7 @@ def launch(plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels, 
     build_score[(b * m,)](
         pool, pool_std, i1.contiguous(), i2.contiguous(), source.contiguous(), offsets.contiguous(),
         labels.contiguous(), (offsets if out is None else out_slot).contiguous(), float(scale),
-        ce if out is None else out, chstats, moments, ce, buf1, buf2, *params, plan.head, plan.head_sum,
+        ce if out is None else out, ce if chstats is None else chstats, moments, ce, buf1, buf2, *params, plan.head, plan.head_sum,
         M=m, POOL=pool.stride(0) // member, STD=pool_std.shape[1], OUT=0 if out is None else out.stride(0) // member,
         num_warps=num_warps, **sizes)
     return ce, chstats, moments
