@@ -13,6 +13,7 @@ an issue ceiling, modelled, which a kernel that is not bound by memory approache
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
 import subprocess
@@ -28,21 +29,23 @@ from triton.compiler import ASTSource
 from repsearch.search import fused_kernel as fk
 
 POINTERS = {"i1", "i2", "offsets", "labels", "out_slot"}  # int64 tensors
-INT32: set = set()
+INT32 = {"slots", "left"}  # version 2's layout tables (calibration against its measured rates)
 H200_WARP_ISSUE_PER_S = 132 * 4 * 1.98e9  # SMs x schedulers x boost clock: warp-instructions per second
 GENERATION = {"score": 120, "score + write": 100, "write": 21}  # per image and generation (paper split): refiners scored, explorers scored, written and their channel spread taken, kept refiners written
 EVALUATED = GENERATION["score"] + GENERATION["score + write"]  # children scored per generation
 
 
-def loop_trips(consts: dict) -> list[int]:
-    """The program's channel loops in source order and their trip counts (fused_kernel.build_score)."""
+def loop_trips(consts: dict) -> list[list[int]]:
+    """The program's channel loops in source order and their trip counts (fused_kernel.build_score):
+    pass 1, the stage passes, the write pass. A child only written skips pass 1 (its statistics come
+    from its scoring launch; before version 4 it ran pass 1 again): both readings are offered and
+    the SASS's loops pick one. An older kernel (PYTHONPATH at its commit, for calibrating against its
+    measured rates) had one channel tile, CB, for every pass."""
     c = consts["C"]
-    trips = []
-    if consts["SCORE"]:  # a child only written takes its statistics from its scoring launch
-        trips += [-(-c // consts["CB"])] + [-(-c // consts["CB2"])] * min(consts["N_STAGES"], 2)
-    if consts["WRITE"]:
-        trips.append(-(-c // consts["CBW"]))
-    return trips
+    later = [-(-c // consts.get("CB2", consts["CB"]))] * min(consts["N_STAGES"], 2) if consts["SCORE"] else []
+    write = [-(-c // consts["CBW"])] if consts["WRITE"] else []
+    readings = [[-(-c // consts["CB"])] + later + write]
+    return readings if consts["SCORE"] else [write] + readings
 
 
 def compile_point(arch: int, consts: dict, num_warps: int) -> dict:
@@ -72,7 +75,8 @@ def compile_point(arch: int, consts: dict, num_warps: int) -> dict:
     return dict(registers=regs, spill_stores=int(spill.group(1)), spill_loads=int(spill.group(2)),
                 shared_bytes=kernel.metadata.shared, threads=threads,
                 occupancy_modelled=round(min(blocks * threads, 2048) / 2048, 3),
-                issued_per_thread=issued_per_thread(sass, loop_trips(consts), consts["K"]))
+                issued_per_thread=next((n for trips in loop_trips(consts)
+                                        if (n := issued_per_thread(sass, trips, consts["K"])) is not None), None))
 
 
 def main(argv=None) -> None:
@@ -88,9 +92,11 @@ def main(argv=None) -> None:
     for name, (h, w, n) in points.items():
         issued = 0
         for kind, programs in GENERATION.items():  # refiners are scored only; explorers also written
-            consts = dict(M=220, POOL=240, STD=20, OUT=240, **fk.constexprs(
-                a.width, h, w, n, 10, channel_tile=a.channel_tile, num_warps=a.num_warps, score="score" in kind,
-                write="write" in kind, channel_stats=kind == "score + write"))
+            options = dict(channel_tile=a.channel_tile, num_warps=a.num_warps, score="score" in kind,
+                           write="write" in kind, channel_stats=kind == "score + write")
+            if "channel_stats" not in inspect.signature(fk.constexprs).parameters:  # before version 4
+                del options["channel_stats"]
+            consts = dict(M=220, POOL=240, STD=20, OUT=240, **fk.constexprs(a.width, h, w, n, 10, **options))
             program = dict(CB=consts["CB"], **compile_point(a.arch, consts, a.num_warps))
             out[f"{name} {kind}"] = program
             issued = None if issued is None or program["issued_per_thread"] is None else \
