@@ -36,7 +36,10 @@ def test_the_kernel_compiles_for_sm90_here_and_its_default_tiling_keeps_register
     assert len(points) == 9
     for name, p in points.items():
         assert p["registers"] <= 128 and p["spill_stores"] == 0, (name, p)
-        assert p["issued_per_thread"] > 1000, (name, p)
+        assert p["issued_per_thread"] > 0, (name, p)
+    for point in ("point0", "point1", "point2"):  # an explorer does what a refiner does and more
+        issued = {k.split(") ")[1]: v["issued_per_thread"] for k, v in points.items() if k.startswith(point)}
+        assert issued["write"] < issued["score + write"] and issued["score"] < issued["score + write"], issued
     ceilings = [v for k, v in out.items() if "issue ceiling" in k]
     assert len(ceilings) == 3 and ceilings[0] < ceilings[1] < ceilings[2]  # smaller maps, fewer instructions
 
