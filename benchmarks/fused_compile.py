@@ -28,6 +28,11 @@ from triton.compiler import ASTSource
 
 from repsearch.search import fused_kernel as fk
 
+try:
+    from repsearch.search.fused_launch import constexprs
+except ImportError:  # an older kernel, before version 4 (calibration): the sizes lived beside the program
+    constexprs = fk.constexprs
+
 POINTERS = {"i1", "i2", "offsets", "labels", "out_slot"}  # int64 tensors
 INT32 = {"slots", "left"}  # version 2's layout tables (calibration against its measured rates)
 H200_WARP_ISSUE_PER_S = 132 * 4 * 1.98e9  # SMs x schedulers x boost clock: warp-instructions per second
@@ -94,9 +99,9 @@ def main(argv=None) -> None:
         for kind, programs in GENERATION.items():  # refiners are scored only; explorers also written
             options = dict(channel_tile=a.channel_tile, num_warps=a.num_warps, score="score" in kind,
                            write="write" in kind, channel_stats=kind == "score + write")
-            if "channel_stats" not in inspect.signature(fk.constexprs).parameters:  # before version 4
+            if "channel_stats" not in inspect.signature(constexprs).parameters:  # before version 4
                 del options["channel_stats"]
-            consts = dict(M=220, POOL=240, STD=20, OUT=240, **fk.constexprs(a.width, h, w, n, 10, **options))
+            consts = dict(M=220, POOL=240, STD=20, OUT=240, **constexprs(a.width, h, w, n, 10, **options))
             program = dict(CB=consts["CB"], **compile_point(a.arch, consts, a.num_warps))
             out[f"{name} {kind}"] = program
             issued = None if issued is None or program["issued_per_thread"] is None else \

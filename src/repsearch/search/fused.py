@@ -55,7 +55,7 @@ class Plan:
     stages: tuple[Stage, ...]  # 0, 1 or 2 downstream stages
     head: torch.Tensor  # (classes, features): the linear head times its scale
     head_sum: torch.Tensor  # (classes,): W.1, for the normalization the kernel applies to the logits
-    # The kernel's tiling: channels per tile (0: `fused_kernel.constexprs`' default) and warps per
+    # The kernel's tiling: channels per tile (0: `fused_launch.constexprs`' default) and warps per
     # program; benchmarks/fused_tiles.py times the choices on a GPU.
     channel_tile: int = 0
     num_warps: int = 4
@@ -164,11 +164,11 @@ def build_and_score(plan: Plan, pool, pool_std, i1, i2, source, offsets, scale: 
     of the network, and (with channel_stats) their channel std; with `out`, child m of image b is
     written at out[b, out_slot[b, m]] (-1: not written). Children only written (score=False) are
     normalized by the `moments` their scoring returned: the same numbers, not recomputed."""
-    from . import fused_kernel
+    from . import fused_launch
     if pool.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise UserError("engine.fused runs on a CUDA device (on a CPU only under TRITON_INTERPRET=1, for tests); "
                         "set engine.fused=[] here")
-    ce, chstats, moments = fused_kernel.launch(plan, pool, pool_std, i1, i2, source, offsets, scale, labels,
+    ce, chstats, moments = fused_launch.launch(plan, pool, pool_std, i1, i2, source, offsets, scale, labels,
                                                out=out, out_slot=out_slot, score=score, channel_stats=channel_stats,
                                                moments=moments, channel_tile=plan.channel_tile,
                                                num_warps=plan.num_warps)
