@@ -15,7 +15,7 @@
 # the fused generation per kernel tiling in TILES against eager, at the points in TILE_POINTS, each
 # checked against eager's CE and parents; bench-paper and paper-cifar10 then use the fastest tiling
 # that agrees, and no fused point when none does), `ncu-fused` (Nsight Compute on the fused kernel at
-# block 0, tiling NCU_TILE: speed of light, memory, occupancy, warp stall reasons, into ncu-fused.txt).
+# block 0 at the fastest tiling fused-tiles measured (or NCU_TILE): speed of light, memory, occupancy, warp stall reasons, into ncu-fused.txt).
 # Each stage logs what it measures as it goes (session.log), so a stage cut at its limit keeps it.
 # Dry run on a CPU first, at toy size (the fused kernel runs under Triton's interpreter there):
 #   DEVICE=cpu IMAGES=2 WIDTH=8 BENCH_POP=24 BENCH_GENS=[1,1,1,1] PAPER_IMAGES=40 TILE_IMAGES=2 TILES=32x8 TILE_REPEATS=1 TILE_POINTS=2 \
@@ -77,12 +77,15 @@ for s in $STAGES; do
                       --images "${TILE_IMAGES:-102}" --population "$BENCH_POP" --points "$TILE_POINTS" --tiles "$TILES" --repeats "${TILE_REPEATS:-5}" ;;
     ncu-fused)      # where the fused kernel's time goes at block 0: the explorers' and refiners' launches
       # of the first timed generation (3 launches a generation; the warm-up's are skipped), stall reasons included
+      # at the tiling fused-tiles measured fastest (NCU_TILE, or 0x4 without one)
+      NCU_TILE=${NCU_TILE:-$("$PY" benchmarks/pick_engine.py --tiles "$OUT/fused-tiles.json" --tiling-name 0x4)}
+      echo "ncu-fused tiling: $NCU_TILE" >>"$LOG"
       if command -v ncu >/dev/null; then
         stage $s 90 "$OUT/$s.txt" ncu --clock-control none --kernel-name regex:build_score --launch-skip 3 \
           --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis --section LaunchStats \
           --section Occupancy --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
           "$PY" benchmarks/fused_tiles.py --device "$DEVICE" --width "$WIDTH" --images "${TILE_IMAGES:-102}" \
-          --population "$BENCH_POP" --points 0 --tiles "${NCU_TILE:-0x4}" --repeats 1
+          --population "$BENCH_POP" --points 0 --tiles "$NCU_TILE" --repeats 1
       else echo "ncu-fused: no ncu on this machine" >>"$LOG"; fi ;;
     bench-fast)     stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths fast ;;
     bench-compiled) stage $s 150 "$OUT/$s.json" "${BENCH[@]}" --paths compiled ;;

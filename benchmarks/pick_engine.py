@@ -63,6 +63,8 @@ def main(argv=None) -> None:
     p.add_argument("bench", nargs="?")
     p.add_argument("--tiles", help="fused_tiles.py JSON: add its fastest tiling")
     p.add_argument("--tiling-only", action="store_true", help="print only the tiling's --set")
+    p.add_argument("--tiling-name", default=None, metavar="DEFAULT",
+                   help="print only the fastest tiling's name (DEFAULT when none was measured)")
     p.add_argument("--preset", default="paper-cifar10")
     p.add_argument("--search-seconds", type=float, default=0.0, help="0: print no data.subset")
     p.add_argument("--max-images", type=int, default=10000)
@@ -70,6 +72,9 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     tiling = fastest_tiling(read_json(a.tiles))  # "" also when no tiling agreed with eager
     tiling_args = [f"--set engine.fused_tiling={tiling}"] if tiling else []
+    if a.tiling_name is not None:
+        print(tiling or a.tiling_name)
+        return
     if a.tiling_only:
         print(" ".join(tiling_args))
         return

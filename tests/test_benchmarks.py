@@ -84,6 +84,18 @@ def test_the_gpu_run_takes_the_faster_path_per_map_point_and_compiled_without_a_
     assert pe.pick(pe.without_fused(faster_fused))[:2] == ([], [0, 1, 2, 3])
 
 
+def test_the_profiling_stage_names_the_fastest_tiling_measured_or_the_default(tmp_path, capsys):
+    path = Path(__file__).parent.parent / "benchmarks" / "pick_engine.py"
+    spec = importlib.util.spec_from_file_location("pick_engine", path)
+    pe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pe)
+    tiles = tmp_path / "fused-tiles.json"
+    tiles.write_text('{"points": {"0": {"0x4": {"evals_per_s": 1e6}, "2x1": {"evals_per_s": 2e6}, "fastest": "2x1"}}}')
+    pe.main(["--tiles", str(tiles), "--tiling-name", "0x4"])
+    pe.main(["--tiles", str(tmp_path / "absent.json"), "--tiling-name", "0x4"])
+    assert capsys.readouterr().out.split() == ["2x1", "0x4"]
+
+
 def ft_agrees(measured):
     import sys
     sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
