@@ -13,6 +13,7 @@ an issue ceiling, modelled, which a kernel that is not bound by memory approache
 from __future__ import annotations
 
 import argparse
+import ast
 import inspect
 import json
 import re
@@ -22,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import triton
-from sass_count import issued_per_thread
+from sass_count import issued_by_source
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -71,7 +72,7 @@ def compile_point(arch: int, consts: dict, num_warps: int) -> dict:
         ptxas = Path(triton.__file__).parent / "backends/nvidia/bin/ptxas"
         log = subprocess.run([str(ptxas), f"-arch=sm_{arch}a" if arch >= 90 else f"-arch=sm_{arch}", "-v",
                               str(ptx), "-o", str(Path(tmp) / "k.cubin")], capture_output=True, text=True, check=True).stderr
-        sass = subprocess.run([str(ptxas.parent / "nvdisasm"), "-c", str(Path(tmp) / "k.cubin")],
+        sass = subprocess.run([str(ptxas.parent / "nvdisasm"), "-c", "-g", str(Path(tmp) / "k.cubin")],
                               capture_output=True, text=True, check=True).stdout
     regs = int(re.search(r"Used (\d+) registers", log).group(1))
     spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
@@ -80,8 +81,29 @@ def compile_point(arch: int, consts: dict, num_warps: int) -> dict:
     return dict(registers=regs, spill_stores=int(spill.group(1)), spill_loads=int(spill.group(2)),
                 shared_bytes=kernel.metadata.shared, threads=threads,
                 occupancy_modelled=round(min(blocks * threads, 2048) / 2048, 3),
-                issued_per_thread=next((n for trips in loop_trips(consts)
-                                        if (n := issued_per_thread(sass, trips, consts["K"])) is not None), None))
+                **issued(sass, consts))
+
+
+def issued(sass: str, consts: dict) -> dict:
+    """Instructions one thread issues, in all and by the kernel's function they come from (helpers
+    are inlined: a GELU's instructions are `_gelu`'s wherever it is called; Triton's own library,
+    such as a reduction's combining function, by its file)."""
+    by_source = next((c for trips in loop_trips(consts) if (c := issued_by_source(sass, trips, consts["K"]))), None)
+    if by_source is None:
+        return dict(issued_per_thread=None)
+    functions = functions_by_line(Path(fk.__file__))
+    by_function = {}
+    for source, n in by_source.most_common():
+        path, line = source or ("(no line)", 0)
+        name = functions.get(line, "?") if Path(path).name == Path(fk.__file__).name else "/".join(Path(path).parts[-2:])
+        by_function[name] = by_function.get(name, 0) + n
+    return dict(issued_per_thread=sum(by_source.values()), issued_by_function=by_function)
+
+
+def functions_by_line(path: Path) -> dict[int, str]:
+    """Each source line of a module's functions -> the function's name."""
+    return {line: node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)
+            for line in range(node.lineno, node.end_lineno + 1)}
 
 
 def main(argv=None) -> None:

@@ -37,6 +37,9 @@ def test_the_kernel_compiles_for_sm90_here_and_its_default_tiling_keeps_register
     for name, p in points.items():
         assert p["registers"] <= 128 and p["spill_stores"] == 0, (name, p)
         assert p["issued_per_thread"] > 0, (name, p)
+        assert sum(p["issued_by_function"].values()) == p["issued_per_thread"], (name, p)
+        # the GELUs are issued where a stage follows the point (point 2 feeds the head directly)
+        assert ("_gelu" in p["issued_by_function"]) == (not name.startswith("point2") and "score" in name), (name, p)
     for point in ("point0", "point1", "point2"):  # an explorer does what a refiner does and more
         issued = {k.split(") ")[1]: v["issued_per_thread"] for k, v in points.items() if k.startswith(point)}
         assert issued["write"] < issued["score + write"] and issued["score"] < issued["score + write"], issued
