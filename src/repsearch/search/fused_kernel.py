@@ -59,6 +59,11 @@ def _pool(x, m, CB: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr):
 
 
 @triton.jit
+def _add_pair(a, b, c, d):
+    return a + c, b + d
+
+
+@triton.jit
 def _sum3(x):
     return tl.sum(tl.sum(tl.sum(x, axis=2), axis=1), axis=0)
 
@@ -173,8 +178,10 @@ def _build_pass(pool, std, bank, p1, p2, s1, s2, noise_row, scale, chstats, buf1
         acc += x
         acc_sq += x * x
         if CHSTATS:
-            tl.store(chstats + pid * 2 * C + chan, tl.sum(tl.sum(x, axis=2), axis=1), mask=cmask)
-            tl.store(chstats + pid * 2 * C + C + chan, tl.sum(tl.sum(x * x, axis=2), axis=1), mask=cmask)
+            flat = tl.reshape(x, (CB, HP * WP))
+            csum, csq = tl.reduce((flat, flat * flat), 1, _add_pair)
+            tl.store(chstats + pid * 2 * C + chan, csum, mask=cmask)
+            tl.store(chstats + pid * 2 * C + C + chan, csq, mask=cmask)
         if N_STAGES == 0:
             head_acc = _head(head_acc, head, kk, off, m3, x, K, C * HW)
         else:
