@@ -4,9 +4,11 @@ registers allow. A kernel change can be judged here before a device is lent (the
 2026-12-04 found 228 registers -> 12.5% occupancy the first version's limit).
 
 It also counts the SASS instructions one program issues (straight-line code once, each channel loop's
-body once per trip) and models the rate of whole generations (100 explorers scored and written, 120
-refiners scored, 21 kept refiners written) if every H200 scheduler issued one instruction a cycle:
-an issue ceiling, modelled, which a kernel that is not bound by memory approaches from below.
+body once per trip; `sass_count.py`), by the kernel function they come from, and models the rate of
+whole generations (100 explorers scored and written, 120 refiners scored, 21 kept refiners written)
+if every H200 scheduler issued one instruction a cycle: an issue ceiling, modelled, which a kernel
+not bound by memory approaches from below (version 2 ran at 0.23-0.29 of its own on the H200:
+benchmarks/RESULTS.md). With PYTHONPATH at an older commit's src it reads that kernel instead.
 
     python benchmarks/fused_compile.py [--arch 90] [--width 256] [--num-warps 4] [--channel-tile 0]
 """
@@ -37,7 +39,9 @@ except ImportError:  # an older kernel, before version 4 (calibration): the size
 POINTERS = {"i1", "i2", "offsets", "labels", "out_slot"}  # int64 tensors
 INT32 = {"slots", "left"}  # version 2's layout tables (calibration against its measured rates)
 H200_WARP_ISSUE_PER_S = 132 * 4 * 1.98e9  # SMs x schedulers x boost clock: warp-instructions per second
-GENERATION = {"score": 120, "score + write": 100, "write": 21}  # per image and generation (paper split): refiners scored, explorers scored, written and their channel spread taken, kept refiners written
+# Programs per image and generation at the paper's split: refiners scored; explorers scored, written
+# and their channel spread taken; kept refiners written
+GENERATION = {"score": 120, "score + write": 100, "write": 21}
 EVALUATED = GENERATION["score"] + GENERATION["score + write"]  # children scored per generation
 
 
