@@ -70,7 +70,8 @@ def main(argv=None) -> None:
     p.add_argument("--max-images", type=int, default=10000)
     p.add_argument("--fallback-images", type=int, default=1000)
     a = p.parse_args(argv)
-    tiling = fastest_tiling(read_json(a.tiles))  # "" also when no tiling agreed with eager
+    tiles = read_json(a.tiles)
+    tiling = fastest_tiling(tiles)  # "" also when no tiling agreed with eager
     tiling_args = [f"--set engine.fused_tiling={tiling}"] if tiling else []
     if a.tiling_name is not None:
         print(tiling or a.tiling_name)
@@ -79,7 +80,7 @@ def main(argv=None) -> None:
         print(" ".join(tiling_args))
         return
     bench = read_json(a.bench)
-    if bench and a.tiles and read_json(a.tiles) is not None and not tiling:
+    if bench and tiles is not None and not tiling:
         bench = without_fused(bench)  # fused_tiles.py ran and no tiling scored the children as eager does
     fused, compiled, rates = pick(bench)
     args = [f"--set engine.fused={json.dumps(fused).replace(' ', '')}",

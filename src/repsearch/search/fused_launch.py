@@ -51,9 +51,10 @@ def launch(plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels, 
     ce = torch.empty(b, m, device=dev)
     chstats = torch.empty(b, m, 2, c, device=dev) if sizes["CHSTATS"] else None
     moments = torch.empty(b, m, 3, device=dev) if score else moments.float().contiguous()
-    pooled1 = (sizes["HP"] // 2) * (sizes["WP"] // 2)  # buf1, buf2: the pools' outputs, padded like the tiles
-    buf1 = torch.empty(b * m, c, pooled1 if n_stages else 1, device=dev)
-    buf2 = torch.empty(b * m, c, pooled1 // 4 if n_stages == 2 else 1, device=dev)
+    # buf1, buf2: the pools' outputs, padded like the tiles (a child only written pools nothing)
+    pooled1 = (sizes["HP"] // 2) * (sizes["WP"] // 2) if score else 4
+    buf1 = torch.empty(b * m if score else 1, c, pooled1 if n_stages else 1, device=dev)
+    buf2 = torch.empty(b * m if score else 1, c, pooled1 // 4 if n_stages == 2 else 1, device=dev)
     params = []
     for stage in list(plan.stages) + [None] * (2 - n_stages):
         for pair in ((stage.bn1, stage.bn2) if stage is not None else ((ce, ce),) * 2):
