@@ -50,9 +50,10 @@ def loop_trips(consts: dict) -> list[list[int]]:
     pass 1, the stage passes, the write pass. A child only written skips pass 1 (its statistics come
     from its scoring launch; before version 4 it ran pass 1 again): both readings are offered and
     the SASS's loops pick one. An older kernel (PYTHONPATH at its commit, for calibrating against its
-    measured rates) had one channel tile, CB, for every pass."""
+    measured rates) had one channel tile, CB, for every pass; before version 5, CB2 for both stages."""
     c = consts["C"]
-    later = [-(-c // consts.get("CB2", consts["CB"]))] * min(consts["N_STAGES"], 2) if consts["SCORE"] else []
+    stage_tiles = [consts.get("CB2", consts["CB"]), consts.get("CB3", consts.get("CB2", consts["CB"]))]
+    later = [-(-c // cb) for cb in stage_tiles[:consts["N_STAGES"]]] if consts["SCORE"] else []
     write = [-(-c // consts["CBW"])] if consts["WRITE"] else []
     readings = [[-(-c // consts["CB"])] + later + write]
     return readings if consts["SCORE"] else [write] + readings

@@ -2,8 +2,9 @@
 
 Each child is built from its parents and noise window once to score it (and once more to write
 it, for the children the search keeps). Every tile is read in the map's natural order (rows of
-contiguous pixels: coalesced loads), padded to powers of two, and pooled by a reshape and a max
-over each 2x2 window. Sums are kept elementwise in registers and reduced once per pass: a
+contiguous pixels: coalesced loads), padded to powers of two, as two halves: the top and the
+bottom rows of its row pairs, so that a 2x2 pool is an elementwise max and a max of neighbouring
+lanes (`_pool`). Sums are kept elementwise in registers and reduced once per pass: a
 reduction per tile crosses warps through shared memory and barriers, and was half of what pass 1
 issued (benchmarks/fused_compile.py counts it). Passes of one program, in channel tiles:
   1. build the child: its sums (the per-sample normalization; each channel's spread only for the
@@ -51,11 +52,24 @@ def _child(pool, p1, p2, bank, noise_row, off, m, spread):
 
 
 @triton.jit
-def _pool(x, m, CB: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr):
-    """2x2 max pooling of a (CB, HP, WP) tile (floor mode: only windows wholly inside `m` count;
-    the caller masks the outputs past the map) -> (CB, HP // 2, WP // 2)."""
-    x = tl.reshape(tl.where(m, x, NEG), (CB, HP // 2, 2, WP // 2, 2))
-    return tl.max(tl.max(x, axis=4), axis=2)
+def _row_pairs(HP: tl.constexpr, WP: tl.constexpr, H: tl.constexpr, W: tl.constexpr):
+    """A padded HP x WP tile of an H x W map as its row pairs: each pair's top-row pixel offsets in
+    the map ((HP + 1) // 2, WP) (the bottom row's are W further), and whether top and bottom are in
+    it (a one-row map's bottom row is never)."""
+    r = 2 * tl.arange(0, (HP + 1) // 2)[:, None]
+    c = tl.arange(0, WP)[None, :]
+    return r * W + c, (r < H) & (c < W), (r + 1 < H) & (c < W)
+
+
+@triton.jit
+def _pool(top, bottom, mt, mb, CB: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr):
+    """2x2 max pooling of a (CB, HP, WP) tile given as its row pairs' top and bottom rows, each
+    (CB, HP // 2, WP): the rows' max is elementwise, the columns' a max of neighbours in a warp
+    (reshaping the whole tile into windows put a window across warps: a shared-memory round trip
+    and barriers per tile). Floor mode: only windows wholly inside the masks count; the caller masks
+    the outputs past the map -> (CB, HP // 2, WP // 2)."""
+    v = tl.maximum(tl.where(mt, top, NEG), tl.where(mb, bottom, NEG))
+    return tl.max(tl.reshape(v, (CB, HP // 2, WP // 2, 2)), axis=3)
 
 
 @triton.jit
@@ -110,36 +124,35 @@ def _stage_pass(src, dst, row, mean, rstd, a1p, b1p, a2p, b2p, logits, head, kk,
                 TO_HEAD: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr, NORM: tl.constexpr):
     """A downstream stage over every channel of a pooled H x W map (rows of HP x WP padded values
     in `src`, from row `row`), normalized by (mean, rstd): its own normalization (mean, 1/std), and
-    either its 2x2 pool into `dst` (same rows, a quarter the size) or its part of the logits."""
-    q, m = _grid(HP, WP, H, W)
+    either its 2x2 pool into `dst` (same rows, a quarter the size) or its part of the logits. Tiles
+    are read as row pairs (`_pool`)."""
+    q, mt, mb = _row_pairs(HP, WP, H, W)
     if not TO_HEAD:
         q_out, m_out = _grid(HP // 2, WP // 2, H // 2, W // 2)
-    acc = tl.zeros((CB, HP, WP), tl.float32)  # the map's sums, elementwise: reduced once, after the loop
-    acc_sq = tl.zeros((CB, HP, WP), tl.float32)
-    head_acc = tl.zeros((K_PAD, CB, HP, WP), tl.float32)
+    acc = tl.zeros((CB, (HP + 1) // 2, WP), tl.float32)  # the map's sums, elementwise: reduced once, after the loop
+    acc_sq = tl.zeros((CB, (HP + 1) // 2, WP), tl.float32)
+    head_acc = tl.zeros((K_PAD, CB, (HP + 1) // 2, WP), tl.float32)
     for c0 in range(0, C, CB):
         chan = c0 + tl.arange(0, CB)
         cmask = chan < C
-        mm = cmask[:, None, None] & m[None, :, :]
-        v = tl.load(src + (row + chan[:, None, None]) * (HP * WP) + q[None, :, :], mask=mm, other=0.0)
-        y = _stage(v, mean, rstd, mm, chan, cmask, a1p, b1p, a2p, b2p)
-        acc += y
-        acc_sq += y * y
+        mmt = cmask[:, None, None] & mt[None, :, :]
+        mmb = cmask[:, None, None] & mb[None, :, :]
+        at = src + (row + chan[:, None, None]) * (HP * WP) + q[None, :, :]
+        top = _stage(tl.load(at, mask=mmt, other=0.0), mean, rstd, mmt, chan, cmask, a1p, b1p, a2p, b2p)
+        bottom = _stage(tl.load(at + W, mask=mmb, other=0.0), mean, rstd, mmb, chan, cmask, a1p, b1p, a2p, b2p)
+        acc += top + bottom
+        acc_sq += top * top + bottom * bottom
         if TO_HEAD:
-            head_acc = _head(head_acc, head, kk, _features(chan, HP, WP, H, W), mm, y, K, C * H * W)
+            feat = chan[:, None, None] * (H * W) + q[None, :, :]
+            head_acc = _head(head_acc, head, kk, feat, mmt, top, K, C * H * W)
+            head_acc = _head(head_acc, head, kk, feat + W, mmb, bottom, K, C * H * W)
         else:
-            tl.store(dst + (row + chan[:, None, None]) * (HP * WP // 4) + q_out[None, :, :], _pool(y, mm, CB, HP, WP),
-                     mask=cmask[:, None, None] & m_out[None, :, :])
+            tl.store(dst + (row + chan[:, None, None]) * (HP * WP // 4) + q_out[None, :, :],
+                     _pool(top, bottom, mmt, mmb, CB, HP, WP), mask=cmask[:, None, None] & m_out[None, :, :])
     mean_out, rstd_out = _normalization(_sum3(acc), _sum3(acc_sq), C * H * W, NORM)
     if TO_HEAD:
         logits += _sum4(head_acc)
     return mean_out, rstd_out, logits
-
-
-@triton.jit
-def _features(chan, HP: tl.constexpr, WP: tl.constexpr, H: tl.constexpr, W: tl.constexpr):
-    """The head's feature index of each value of a (CB, HP, WP) tile of a C x H x W map."""
-    return chan[:, None, None] * (H * W) + (tl.arange(0, HP)[:, None] * W + tl.arange(0, WP)[None, :])[None, :, :]
 
 
 @triton.jit
@@ -163,30 +176,35 @@ def _build_pass(pool, std, bank, p1, p2, s1, s2, noise_row, scale, chstats, buf1
     the raw child into buf1, or, with no stage after, its part of the logits. The map's sums are
     kept elementwise and reduced once, after the loop."""
     HW: tl.constexpr = H * W
-    pos, pm = _grid(HP, WP, H, W)
+    pos, pt, pb = _row_pairs(HP, WP, H, W)
     if N_STAGES >= 1:
         q1, m1 = _grid(HP // 2, WP // 2, H // 2, W // 2)
-    acc = tl.zeros((CB, HP, WP), tl.float32)
-    acc_sq = tl.zeros((CB, HP, WP), tl.float32)
-    head_acc = tl.zeros((K_PAD, CB, HP, WP), tl.float32)
+    acc = tl.zeros((CB, (HP + 1) // 2, WP), tl.float32)
+    acc_sq = tl.zeros((CB, (HP + 1) // 2, WP), tl.float32)
+    head_acc = tl.zeros((K_PAD, CB, (HP + 1) // 2, WP), tl.float32)
     for c0 in range(0, C, CB):
         chan = c0 + tl.arange(0, CB)
         cmask = chan < C
-        m3 = cmask[:, None, None] & pm[None, :, :]
+        mt = cmask[:, None, None] & pt[None, :, :]
+        mb = cmask[:, None, None] & pb[None, :, :]
         off = chan[:, None, None] * HW + pos[None, :, :]
-        x = _child(pool, p1, p2, bank, noise_row, off, m3, _spread(std, s1, s2, chan, cmask, scale)[:, None, None])
-        acc += x
-        acc_sq += x * x
+        spread = _spread(std, s1, s2, chan, cmask, scale)[:, None, None]
+        top = _child(pool, p1, p2, bank, noise_row, off, mt, spread)
+        bottom = _child(pool, p1, p2, bank, noise_row, off + W, mb, spread)
+        acc += top + bottom
+        acc_sq += top * top + bottom * bottom
         if CHSTATS:
-            flat = tl.reshape(x, (CB, HP * WP))
-            csum, csq = tl.reduce((flat, flat * flat), 1, _add_pair)
+            flat = tl.reshape(top + bottom, (CB, (HP + 1) // 2 * WP))
+            flat_sq = tl.reshape(top * top + bottom * bottom, (CB, (HP + 1) // 2 * WP))
+            csum, csq = tl.reduce((flat, flat_sq), 1, _add_pair)
             tl.store(chstats + pid * 2 * C + chan, csum, mask=cmask)
             tl.store(chstats + pid * 2 * C + C + chan, csq, mask=cmask)
         if N_STAGES == 0:
-            head_acc = _head(head_acc, head, kk, off, m3, x, K, C * HW)
+            head_acc = _head(head_acc, head, kk, off, mt, top, K, C * HW)
+            head_acc = _head(head_acc, head, kk, off + W, mb, bottom, K, C * HW)
         else:
-            tl.store(buf1 + (pid * C + chan[:, None, None]) * (HP * WP // 4) + q1[None, :, :], _pool(x, m3, CB, HP, WP),
-                     mask=cmask[:, None, None] & m1[None, :, :])
+            tl.store(buf1 + (pid * C + chan[:, None, None]) * (HP * WP // 4) + q1[None, :, :],
+                     _pool(top, bottom, mt, mb, CB, HP, WP), mask=cmask[:, None, None] & m1[None, :, :])
     mean = _sum3(acc) / (C * HW)
     var = tl.maximum(_sum3(acc_sq) / (C * HW) - mean * mean, 0.0)
     if N_STAGES == 0:
@@ -199,7 +217,7 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
                 out, chstats, moments, ce_out, buf1, buf2,
                 a11, b11, a12, b12, a21, b21, a22, b22, head, head_sum,
                 M: tl.constexpr, POOL: tl.constexpr, STD: tl.constexpr, OUT: tl.constexpr,
-                C: tl.constexpr, H: tl.constexpr, W: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr,
+                C: tl.constexpr, H: tl.constexpr, W: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, CB3: tl.constexpr,
                 CBW: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr, HW_PAD: tl.constexpr,
                 N_STAGES: tl.constexpr, NORM1: tl.constexpr, NORM2: tl.constexpr, K: tl.constexpr,
                 K_PAD: tl.constexpr, SCORE: tl.constexpr, WRITE: tl.constexpr, CHSTATS: tl.constexpr):
@@ -243,7 +261,7 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
     # 3. the second downstream stage on buf2, into the head
     if SCORE and N_STAGES == 2:
         m_last, r_last, logits = _stage_pass(buf2, buf2, pid * C, m_last, r_last, a21, b21, a22, b22, logits, head, kk,
-                                             C, CB2, H2P, W2P, H2, W2, True, K, K_PAD, NORM2)
+                                             C, CB3, H2P, W2P, H2, W2, True, K, K_PAD, NORM2)
     # 4. the cross-entropy of the head on the last map, normalized: rstd * (W.x - mean * W.1)
     if SCORE:
         kmask = kk < K

@@ -15,17 +15,24 @@ def constexprs(c: int, h: int, w: int, n_stages: int, classes: int, *, norms=(Tr
                num_warps: int = 4, score: bool = True, write: bool = False, channel_stats: bool = True) -> dict:
     """The program's compile-time sizes for a C x H x W point with `n_stages` downstream stages (the
     per-launch member counts M, POOL, STD, OUT are added by `launch`). Channel tiles: pass 1's CB
-    (0: about four values per thread of its HP x WP tiles; one where they feed the head), the later
-    passes' CB2 (4x as many channels of maps 4x smaller before a second stage, as many into the head:
-    the head's (classes x tile) accumulator then holds about 16 values per thread), and the write
-    pass's CBW (four values per thread)."""
+    (0: about four values per thread of its HP x WP tiles; one where they feed the head), the stage
+    passes' CB2 and CB3 (4x as many channels of maps 4x smaller, as many into the head: the head's
+    (classes x tile) accumulator then holds about 16 values per thread), and the write pass's CBW
+    (four values per thread). A pass reads its tiles as row pairs (fused_kernel._pool): each half
+    holds at least a value per thread, else the threads would compute copies of the same values."""
     hp, wp, hw_pad = _pow2(h), _pow2(w), _pow2(h * w)
     threads = 32 * num_warps
     cb = channel_tile or max(1, min(_pow2(c), (4 if n_stages else 1) * threads // (hp * wp)))
-    return dict(C=c, H=h, W=w, CB=cb, CB2=min(_pow2(c), 4 * cb) if n_stages == 2 else cb,
-                CBW=max(1, min(_pow2(c), 4 * threads // hw_pad)), HP=hp, WP=wp, HW_PAD=hw_pad, N_STAGES=n_stages,
-                NORM1=int(n_stages >= 1 and norms[0]), NORM2=int(n_stages >= 2 and norms[1]), K=classes,
-                K_PAD=_pow2(classes), SCORE=int(score), WRITE=int(write), CHSTATS=int(score and channel_stats))
+
+    def filled(channels: int, scale: int) -> int:  # a tile of a map `scale` x `scale` smaller
+        half = max(1, hp // scale // 2) * max(1, wp // scale)
+        return min(_pow2(c), max(channels, threads // half))
+
+    return dict(C=c, H=h, W=w, CB=filled(cb, 1), CB2=filled(4 * cb if n_stages == 2 else cb, 2),
+                CB3=filled(4 * cb, 4), CBW=max(1, min(_pow2(c), 4 * threads // hw_pad)), HP=hp, WP=wp,
+                HW_PAD=hw_pad, N_STAGES=n_stages, NORM1=int(n_stages >= 1 and norms[0]),
+                NORM2=int(n_stages >= 2 and norms[1]), K=classes, K_PAD=_pow2(classes), SCORE=int(score),
+                WRITE=int(write), CHSTATS=int(score and channel_stats))
 
 
 def launch(plan, pool, pool_std, i1, i2, source, offsets, scale: float, labels, *, out=None, out_slot=None,
