@@ -51,11 +51,11 @@ def loop_trips(consts: dict) -> list[list[int]]:
     from its scoring launch; before version 4 it ran pass 1 again): both readings are offered and
     the SASS's loops pick one. An older kernel (PYTHONPATH at its commit, for calibrating against its
     measured rates) had one channel tile, CB, for every pass; before version 5, CB2 for both stages."""
-    c = consts["C"]
+    c, unroll = consts["C"], consts.get("UNROLL", 1)  # pass 1's and the write pass's loops unrolled (version 5)
     stage_tiles = [consts.get("CB2", consts["CB"]), consts.get("CB3", consts.get("CB2", consts["CB"]))]
     later = [-(-c // cb) for cb in stage_tiles[:consts["N_STAGES"]]] if consts["SCORE"] else []
-    write = [-(-c // consts["CBW"])] if consts["WRITE"] else []
-    readings = [[-(-c // consts["CB"])] + later + write]
+    write = [-(-c // consts["CBW"]) // unroll] if consts["WRITE"] else []
+    readings = [[-(-c // consts["CB"]) // unroll] + later + write]
     return readings if consts["SCORE"] else [write] + readings
 
 

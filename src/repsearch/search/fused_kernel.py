@@ -170,7 +170,7 @@ def _normalization(total, total_sq, n, NORM: tl.constexpr):
 def _build_pass(pool, std, bank, p1, p2, s1, s2, noise_row, scale, chstats, buf1, pid, logits, head, kk,
                 C: tl.constexpr, CB: tl.constexpr, H: tl.constexpr, W: tl.constexpr, HP: tl.constexpr,
                 WP: tl.constexpr, N_STAGES: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
-                CHSTATS: tl.constexpr):
+                CHSTATS: tl.constexpr, UNROLL: tl.constexpr):
     """Pass 1 over every channel of the child: its (mean, 1/std, var), each channel's sums into
     `chstats` (with CHSTATS: only the explorers' spread is read again), and the first pool's max of
     the raw child into buf1, or, with no stage after, its part of the logits. The map's sums are
@@ -182,7 +182,7 @@ def _build_pass(pool, std, bank, p1, p2, s1, s2, noise_row, scale, chstats, buf1
     acc = tl.zeros((CB, (HP + 1) // 2, WP), tl.float32)
     acc_sq = tl.zeros((CB, (HP + 1) // 2, WP), tl.float32)
     head_acc = tl.zeros((K_PAD, CB, (HP + 1) // 2, WP), tl.float32)
-    for c0 in range(0, C, CB):
+    for c0 in tl.range(0, C, CB, loop_unroll_factor=UNROLL):
         chan = c0 + tl.arange(0, CB)
         cmask = chan < C
         mt = cmask[:, None, None] & pt[None, :, :]
@@ -220,7 +220,8 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
                 C: tl.constexpr, H: tl.constexpr, W: tl.constexpr, CB: tl.constexpr, CB2: tl.constexpr, CB3: tl.constexpr,
                 CBW: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr, HW_PAD: tl.constexpr,
                 N_STAGES: tl.constexpr, NORM1: tl.constexpr, NORM2: tl.constexpr, K: tl.constexpr,
-                K_PAD: tl.constexpr, SCORE: tl.constexpr, WRITE: tl.constexpr, CHSTATS: tl.constexpr):
+                K_PAD: tl.constexpr, SCORE: tl.constexpr, WRITE: tl.constexpr, CHSTATS: tl.constexpr,
+                UNROLL: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     img = pid // M
     HW: tl.constexpr = H * W
@@ -243,7 +244,8 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
     # A child only written (SCORE == 0) takes the statistics its scoring launch left in `moments`.
     if SCORE:
         mean, rstd, var, logits = _build_pass(pool, std, bank, p1, p2, s1, s2, noise_row, scale, chstats, buf1, pid,
-                                              logits, head, kk, C, CB, H, W, HP, WP, N_STAGES, K, K_PAD, CHSTATS)
+                                              logits, head, kk, C, CB, H, W, HP, WP, N_STAGES, K, K_PAD, CHSTATS,
+                                              UNROLL)
         tl.store(moments + pid * 3, mean)
         tl.store(moments + pid * 3 + 1, rstd)
         tl.store(moments + pid * 3 + 2, var)
@@ -275,7 +277,7 @@ def build_score(pool, std, i1, i2, bank, offsets, labels, out_slot, scale,
         slot = tl.load(out_slot + pid)
         dst = out + (img * OUT + slot) * C * HW
         flat = tl.arange(0, HW_PAD)
-        for c0 in range(0, C, CBW):
+        for c0 in tl.range(0, C, CBW, loop_unroll_factor=UNROLL):
             chan = c0 + tl.arange(0, CBW)
             cmask = chan < C
             wm = cmask[:, None] & (flat < HW)[None, :] & (slot >= 0)
