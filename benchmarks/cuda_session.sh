@@ -37,7 +37,7 @@ BENCH_GENS=${BENCH_GENS:-[6,4,4,3]}
 PAPER_IMAGES=${PAPER_IMAGES:-10000}
 TILE_POINTS=${TILE_POINTS:-0}
 TILES=${TILES:-0x4,1x1,4x2,2x1}  # pass 1 channels x warps (0 = four values a thread): v5's default, the best at its
-# registers and the two with the highest issue ceilings offline (benchmarks/fused_compile.py, Triton 3.6: 7.3M, 9.3M, 10.1M, 10.4M)
+# registers and the two with the highest issue ceilings offline (benchmarks/fused_compile.py, Triton 3.6: 8.4M, 10.8M, 12.0M, 12.4M)
 read -r -a PAPER_EXTRA <<<"${PAPER_EXTRA:-}"
 [ "$DEVICE" = cpu ] && export TRITON_INTERPRET=1  # the fused kernel on a CPU: Triton's interpreter
 read -r -a MNIST_EXTRA <<<"${MNIST_EXTRA:-}"
