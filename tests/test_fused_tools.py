@@ -59,3 +59,15 @@ def test_the_tiling_benchmark_dry_runs_on_the_cpu(tmp_path):
     assert all(point[t]["ce_max_abs_diff"] < 1e-4 and point[t]["same_parents"] == 1.0 for t in ("0x4", "4x2"))
     assert point["fastest"] in ("0x4", "4x2")
     assert (tmp_path / "r.json").exists()
+
+
+@pytest.mark.subprocess
+def test_the_gelu_accuracy_benchmark_emulates_the_kernel_and_finds_it_at_fp32s_accuracy(tmp_path):
+    """Its emulation is the kernel's formula (else its verdict on the GPU's units says nothing of the
+    kernel), and at those units' worst errors the kernel's GELU stays as near the exact one as
+    torch's fp32 GELU does (within a third more)."""
+    out = _run(["benchmarks/gelu_accuracy.py", "--points", "100001"], {"BENCH_RECORD": str(tmp_path / "r.json")})
+    assert out["emulation_vs_kernel_max_abs"] <= 2.5e-7  # an ulp at the largest values compared
+    kernel, torch_gelu = out["kernel_gelu_worst_units"], out["torch_fp32_gelu"]
+    assert kernel["max_abs"] < 1.34 * torch_gelu["max_abs"] and kernel["max_abs"] < 6e-7, out
+    assert kernel["max_relative_in_negative_tail"] <= torch_gelu["max_relative_in_negative_tail"], out
