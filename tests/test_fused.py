@@ -117,17 +117,18 @@ def _apply_gelu(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
     tl.store(y_ptr + i, fused_kernel._gelu(tl.load(x_ptr + i, mask=i < n)), mask=i < n)
 
 
-def test_the_kernels_gelu_is_as_close_to_the_exact_one_as_torchs_fp32_gelu():
+def test_the_kernels_gelu_is_within_fp32s_error_of_the_exact_one():
     """The kernel evaluates GELU's erf by a rational-exponential formula (fused_kernel._gelu), not
-    libdevice's: over [-12, 12] it must stay within fp32's own error of the exact GELU (torch's
-    fp32 GELU is within 3.8e-7 of it); the tanh form, 4.7e-4 away, would fail here."""
+    libdevice's: over [-12, 12] it must stay within 5e-7 of the exact GELU, and within 2e-4
+    relatively in the negative tail (down to |GELU| = 1e-3), where 1 + erf would cancel. Fixed
+    bounds, not torch's fp32 GELU: its CPU error depends on the vector unit (3.8e-7 and 2.2e-4 with
+    AVX2, 1.2e-6 and 1.0e-3 with AVX-512; benchmarks/gelu_accuracy.py). The tanh form, 4.7e-4 and
+    0.22 away, fails both."""
     x = torch.linspace(-12, 12, 200_001)
     y = torch.empty_like(x)
     _apply_gelu[(-(-len(x) // 4096),)](x, y, len(x), BLOCK=4096)
     exact = 0.5 * x.double() * torch.special.erfc(-x.double() / 2 ** 0.5)  # erfc: exact in the tail too
-    assert (y.double() - exact).abs().max() < 5e-7
-    assert (y - torch.nn.functional.gelu(x)).abs().max() < 1e-6  # what the eager path computes
-    # in the negative tail (down to |GELU| = 1e-3) relatively no worse than torch's, which cancels in 1 + erf
+    error = (y.double() - exact).abs()
+    assert error.max() < 5e-7
     tail = (x < 0) & (exact.abs() > 1e-3)
-    relative = [((g.double() - exact)[tail].abs() / exact[tail].abs()).max() for g in (y, torch.nn.functional.gelu(x))]
-    assert relative[0] <= relative[1], relative
+    assert (error[tail] / exact[tail].abs()).max() < 2e-4
