@@ -26,7 +26,7 @@
 set -uo pipefail
 OUT=${1:?usage: cuda_session.sh OUT_DIR [DATA_ROOT] [STAGES]}
 DATA=${2:-data}
-STAGES=${3:-fused-tiles ncu-fused bench-paper}  # add paper-cifar10 (about 320 s) in a call of its own
+STAGES=${3:-fused-tiles ncu-fused bench-paper}  # paper-cifar10 (about 320 s) in a call of its own, with PRIOR
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}   # DEVICE=cpu IMAGES=8 MNIST_EXTRA="--set data.subset=600": a smoke test of this script
 IMAGES=${IMAGES:-510}  # bench stages: 5 whole chunks of 102 at the paper's population (a partial chunk recompiles;
@@ -45,6 +45,14 @@ read -r -a SGD_EXTRA <<<"${SGD_EXTRA:-}"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 LOG=$OUT/session.log
+# A later call starts on a fresh machine with an empty OUT: PRIOR names a folder holding an earlier
+# call's returned fused-tiles.json and bench-paper.json (copied into the working tree, which travels),
+# so that `paper-cifar10` in a call of its own still runs at the tiling and paths that call measured.
+for f in fused-tiles.json bench-paper.json; do
+  if [ -n "${PRIOR:-}" ] && [ ! -f "$OUT/$f" ] && [ -f "$PRIOR/$f" ]; then
+    cp "$PRIOR/$f" "$OUT/$f" && echo "from PRIOR: $PRIOR/$f" >>"$LOG"
+  fi
+done
 GPU_SET=(--set search.rng=counter --set engine.memory_gb=40)
 BENCH=("$PY" benchmarks/search.py --device "$DEVICE" --widths "$WIDTH" --images "$IMAGES" --dataset cifar10-jpeg
        --data-root "$DATA" "${GPU_SET[@]}")

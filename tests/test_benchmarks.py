@@ -101,3 +101,27 @@ def ft_agrees(measured):
     sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
     from fused_tiles import agrees
     return agrees(measured)
+
+
+@pytest.mark.subprocess
+def test_a_later_gpu_call_picks_its_engine_from_an_earlier_calls_measurements(tmp_path):
+    """A device call starts with an empty OUT: PRIOR (the files an earlier call returned) fills in
+    fused-tiles.json and bench-paper.json, so `paper-cifar10` alone still runs fused at the measured
+    tiling. What OUT already holds wins; nothing is copied without PRIOR."""
+    import os
+    import subprocess
+    root = Path(__file__).parent.parent
+    prior, out = tmp_path / "prior", tmp_path / "out"
+    prior.mkdir(), out.mkdir()
+    (prior / "fused-tiles.json").write_text('{"from": "prior"}')
+    (prior / "bench-paper.json").write_text('{"from": "prior"}')
+    (out / "bench-paper.json").write_text('{"from": "out"}')
+    script = ["bash", str(root / "benchmarks" / "cuda_session.sh"), str(out), str(tmp_path / "data"), "none"]
+    env = {**os.environ, "DEVICE": "cpu", "PYTHON": "true"}  # no stage runs: only the preamble
+    subprocess.run(script, env={**env, "PRIOR": str(prior)}, cwd=root, check=True, timeout=60)
+    assert (out / "fused-tiles.json").read_text() == '{"from": "prior"}'
+    assert (out / "bench-paper.json").read_text() == '{"from": "out"}'
+    assert "from PRIOR: " in (out / "session.log").read_text()
+    bare = tmp_path / "bare"
+    subprocess.run([*script[:2], str(bare), *script[3:]], env=env, cwd=root, check=True, timeout=60)
+    assert sorted(p.name for p in bare.iterdir()) == ["session.log"]
