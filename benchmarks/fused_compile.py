@@ -86,10 +86,10 @@ def compile_point(arch: int, consts: dict, num_warps: int) -> dict:
     return dict(registers=regs, spill_stores=int(spill.group(1)), spill_loads=int(spill.group(2)),
                 shared_bytes=kernel.metadata.shared, threads=threads,
                 occupancy_modelled=round(min(blocks * threads, 2048) / 2048, 3),
-                **issued(sass, consts))
+                **issue_counts(sass, consts))
 
 
-def issued(sass: str, consts: dict) -> dict:
+def issue_counts(sass: str, consts: dict) -> dict:
     """Instructions one thread issues, in all and by the kernel's function they come from (helpers
     are inlined: a GELU's instructions are `_gelu`'s wherever it is called; Triton's own library,
     such as a reduction's combining function, by its file)."""
