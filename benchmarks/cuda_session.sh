@@ -49,9 +49,9 @@ LOG=$OUT/session.log
 # call's returned fused-tiles.json and bench-paper.json (copied into the working tree, which travels),
 # so that `paper-cifar10` in a call of its own still runs at the tiling and paths that call measured.
 for f in fused-tiles.json bench-paper.json; do
-  if [ -n "${PRIOR:-}" ] && [ ! -f "$OUT/$f" ] && [ -f "$PRIOR/$f" ]; then
-    cp "$PRIOR/$f" "$OUT/$f" && echo "from PRIOR: $PRIOR/$f" >>"$LOG"
-  fi
+  [ -z "${PRIOR:-}" ] || [ -f "$OUT/$f" ] && continue
+  if [ -f "$PRIOR/$f" ]; then cp "$PRIOR/$f" "$OUT/$f" && echo "from PRIOR: $PRIOR/$f" >>"$LOG"
+  else echo "PRIOR: no $PRIOR/$f (the stages that read it fall back to their defaults)" >>"$LOG"; fi
 done
 GPU_SET=(--set search.rng=counter --set engine.memory_gb=40)
 BENCH=("$PY" benchmarks/search.py --device "$DEVICE" --widths "$WIDTH" --images "$IMAGES" --dataset cifar10-jpeg

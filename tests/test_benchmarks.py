@@ -125,3 +125,7 @@ def test_a_later_gpu_call_picks_its_engine_from_an_earlier_calls_measurements(tm
     bare = tmp_path / "bare"
     subprocess.run([*script[:2], str(bare), *script[3:]], env=env, cwd=root, check=True, timeout=60)
     assert sorted(p.name for p in bare.iterdir()) == ["session.log"]
+    missing = tmp_path / "missing"  # a PRIOR without the files says so in the log
+    subprocess.run([*script[:2], str(missing), *script[3:]], env={**env, "PRIOR": str(tmp_path / "nowhere")}, cwd=root,
+                   check=True, timeout=60)
+    assert "PRIOR: no " in (missing / "session.log").read_text()
